@@ -1,0 +1,255 @@
+"""Wire helpers on top of dnslib: the question peek, ID and case patching, strict query
+parsing, EDNS, and truncation to the client's size.
+
+This module owns every decision about raw bytes, so the server never slices packets itself:
+
+* :func:`fast_key` reads just enough of a datagram to key the fast path (no parsing);
+* :func:`patch` turns a stored reply into the reply for a new query with the same key;
+* :func:`parse_query` is the strict slow-path parser (FORMERR / NOTIMP / drop decisions);
+* :func:`encode` packs a reply within the client's size, setting TC when RRs had to go.
+
+It imports nothing else from kdns.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from dnslib import (
+    EDNS0,
+    OPCODE,
+    QTYPE,
+    RCODE,
+    RR,
+    DNSBuffer,
+    DNSError,
+    DNSHeader,
+    DNSQuestion,
+    DNSRecord,
+)
+from dnslib.bimap import BimapError
+from dnslib.buffer import BufferError
+from dnslib.label import DNSLabelError
+
+UDP_DEFAULT_SIZE = 512
+"""RFC 1035 §4.2.1: the largest UDP reply to a client that did not send EDNS."""
+EDNS_ADVERTISED_SIZE = 1232
+"""The buffer size kdns advertises: the DNS Flag Day 2020 value that avoids fragmentation."""
+UDP_MAX_SIZE = 4096
+"""The largest UDP reply kdns sends whatever a client claims (bounds amplification)."""
+TCP_MAX_SIZE = 65535
+
+_HEADER = struct.Struct("!HHHHHH")
+_PARSE_ERRORS = (DNSError, BufferError, BimapError, DNSLabelError, UnicodeError, ValueError,
+                 IndexError, struct.error)
+
+
+def fast_key(data: bytes) -> tuple[bytes, int] | None:
+    """Key a plain query for the fast path, or ``None`` when it needs the slow path.
+
+    A plain query has QR=0, opcode QUERY, one question, no answer or authority records and at
+    most one additional record (the OPT). The key is every byte after the ID, with the question
+    name's label bytes lower-cased (DNS names compare case-insensitively, RFC 4343), so the
+    flags (RD, CD), the question and the EDNS record all select the stored reply. Returns the key
+    and the offset of the name's terminating zero byte, which :func:`patch` needs.
+    """
+    if len(data) < 17 or data[2] & 0xF8 or data[4:10] != b"\x00\x01\x00\x00\x00\x00":
+        return None
+    end = data.find(0, 12)
+    if end < 0 or end + 5 > len(data):
+        return None
+    # Label length bytes are < 64 and pointer bytes >= 0xC0, so lower() only ever touches label
+    # contents: two keys are equal exactly when the queries differ only in the name's case.
+    return data[2:12] + data[12:end].lower() + data[end:], end
+
+
+def patch(stored: bytes, query: bytes, end: int) -> bytes:
+    """The stored reply with the new query's ID and the new query's spelling of the name.
+
+    Owner names in the stored reply point at the question by compression, so copying the
+    question bytes echoes the client's case everywhere it matters (0x20 clients check it).
+    """
+    return query[:2] + stored[2:12] + query[12:end] + stored[end:]
+
+
+class WireError(Exception):
+    """The query cannot be served; ``reply`` is what to send back (``None``: send nothing)."""
+
+    def __init__(self, reason: str, reply: bytes | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.reply = reply
+
+
+@dataclass(slots=True)
+class Query:
+    msg: DNSRecord
+    qname: str
+    """As sent, with the trailing dot."""
+    qtype: int
+    qclass: int
+    edns: EDNS0 | None
+    udp_size: int
+    """Largest UDP reply the client accepts (512 without EDNS)."""
+    do: bool
+
+
+def _header_only(data: bytes, rcode: int, *, question: bytes = b"") -> bytes:
+    """A reply built from the request's header alone: QR set, ID/opcode/RD echoed."""
+    qid, flags = struct.unpack_from("!HH", data)
+    flags = (flags & 0x7900) | 0x8000 | (rcode & 0xF)  # keep opcode and RD, set QR
+    return _HEADER.pack(qid, flags, 1 if question else 0, 0, 0, 0) + question
+
+
+def _question_bytes(data: bytes) -> bytes:
+    """The raw first question of ``data`` if it parses cleanly, else b""."""
+    try:
+        buf = DNSBuffer(data)
+        buf.offset = 12
+        DNSQuestion.parse(buf)
+    except _PARSE_ERRORS:
+        return b""
+    return data[12 : buf.offset]
+
+
+def parse_query(data: bytes) -> Query:
+    """Strictly parse a query or raise :class:`WireError` with the reply to send.
+
+    * no readable header, or QR=1 (a reply: never answer it, or two servers can ping-pong
+      forever) -> drop;
+    * opcode other than QUERY -> NOTIMP;
+    * QDCOUNT != 1, an undecodable message, trailing bytes, or more than one OPT -> FORMERR.
+    """
+    if len(data) < 12:
+        raise WireError("short header", None)
+    if data[2] & 0x80:
+        raise WireError("QR=1 (a response)", None)
+    opcode = (data[2] >> 3) & 0xF
+    if opcode != OPCODE.QUERY:
+        raise WireError(f"opcode {opcode}", _header_only(data, RCODE.NOTIMP,
+                                                          question=_question_bytes(data)))
+    if data[4:6] != b"\x00\x01":
+        raise WireError("qdcount != 1", _header_only(data, RCODE.FORMERR))
+    buf = DNSBuffer(data)
+    try:
+        header = DNSHeader.parse(buf)
+        question = DNSQuestion.parse(buf)
+        rr = [_rr(buf) for _ in range(header.a)]
+        auth = [_rr(buf) for _ in range(header.auth)]
+        ar = [_rr(buf) for _ in range(header.ar)]
+    except _PARSE_ERRORS as err:
+        raise WireError(f"undecodable: {err}", _header_only(data, RCODE.FORMERR,
+                                                             question=_question_bytes(data))) from None
+    if any(len(label) > 63 for label in question.qname.label):
+        # dnslib reads 0x40-0x7F length bytes as long labels; RFC 1035 §2.3.4 caps them at 63
+        # (and RFC 6891 retired the extended label types those bytes once meant).
+        raise WireError("label longer than 63 bytes", _header_only(data, RCODE.FORMERR))
+    if buf.offset != len(data):
+        raise WireError("trailing bytes", _header_only(data, RCODE.FORMERR,
+                                                        question=_question_bytes(data)))
+    opts = [r for r in ar if r.rtype == QTYPE.OPT]
+    if len(opts) > 1:  # RFC 6891 §6.1.1
+        raise WireError("several OPT records", _header_only(data, RCODE.FORMERR,
+                                                             question=data[12:_qend(data)]))
+    msg = DNSRecord(header, [question], rr, auth=auth, ar=ar)
+    edns = opts[0] if opts else None
+    udp_size = UDP_DEFAULT_SIZE
+    do = False
+    if edns is not None:
+        # rclass carries the requestor's payload size; below 512 is treated as 512 (RFC 6891).
+        udp_size = min(max(int(edns.rclass), UDP_DEFAULT_SIZE), UDP_MAX_SIZE)
+        do = bool(int(edns.ttl) & 0x8000)
+    qname = str(question.qname)
+    if not qname.endswith("."):
+        qname += "."
+    return Query(msg, qname, int(question.qtype), int(question.qclass), edns, udp_size, do)
+
+
+def _qend(data: bytes) -> int:
+    end = data.find(0, 12)
+    return end + 5 if end >= 0 else 12
+
+
+def _rr(buf: DNSBuffer) -> RR:
+    return RR.parse(buf)
+
+
+def edns_version(query: Query) -> int:
+    return (int(query.edns.ttl) >> 16) & 0xFF if query.edns is not None else 0
+
+
+def reply_for(query: Query, *, rcode: int = RCODE.NOERROR, aa: bool = False) -> DNSRecord:
+    """An empty reply to ``query``: ID, opcode, RD and CD echoed, the question as sent, and an
+    OPT record when the query had one (RFC 6891 §7: answer EDNS with EDNS)."""
+    h = query.msg.header
+    header = DNSHeader(id=h.id, qr=1, opcode=h.opcode, aa=int(aa), rd=h.rd, ra=1, rcode=rcode)
+    header.cd = h.cd
+    reply = DNSRecord(header, q=query.msg.questions[0])
+    if query.edns is not None:
+        reply.add_ar(EDNS0(udp_len=EDNS_ADVERTISED_SIZE, flags="do" if query.do else ""))
+    return reply
+
+
+def _pack(msg: DNSRecord) -> bytes:
+    return bytes(msg.pack())
+
+
+def encode(msg: DNSRecord, max_size: int) -> bytes:
+    """Pack ``msg`` into at most ``max_size`` bytes; ``msg`` itself is left as it was.
+
+    When it does not fit, Additional records go first (their loss needs no TC, RFC 2181 §9),
+    then Authority and Answer records from the end, and TC is set so the client retries over
+    TCP. The OPT record always stays. The number of answer records that fit is found by
+    bisection, so a 10,000-endpoint answer costs a dozen encodes, not thousands.
+    """
+    data = _pack(msg)
+    if len(data) <= max_size:
+        return data
+    saved = (msg.questions, msg.rr, msg.auth, msg.ar, msg.header.tc)
+    try:
+        return _truncate(msg, max_size)
+    finally:
+        msg.questions, msg.rr, msg.auth, msg.ar, msg.header.tc = saved
+
+
+def _truncate(msg: DNSRecord, max_size: int) -> bytes:
+    opt = [r for r in msg.ar if r.rtype == QTYPE.OPT]
+    rr, auth = list(msg.rr), list(msg.auth)
+    msg.ar = list(opt)
+    data = _pack(msg)
+    if len(data) <= max_size:
+        return data
+    msg.header.tc = 1
+    msg.auth = []
+    lo, hi = 0, len(rr)
+    while lo < hi:  # largest k with rr[:k] fitting
+        mid = (lo + hi + 1) // 2
+        msg.rr = rr[:mid]
+        if len(_pack(msg)) <= max_size:
+            lo = mid
+        else:
+            hi = mid - 1
+    msg.rr = rr[:lo]
+    if lo == len(rr) and auth:
+        msg.auth = auth
+        if len(_pack(msg)) > max_size:
+            msg.auth = []
+    data = _pack(msg)
+    if len(data) > max_size:
+        # Even the bare question does not fit (a pathological max_size): header only.
+        msg.questions = []
+        msg.ar = []
+        data = _pack(msg)
+    return data
+
+
+def rcode_of(data: bytes) -> int:
+    return data[3] & 0xF if len(data) >= 4 else RCODE.SERVFAIL
+
+
+def qtype_name(qtype: int) -> str:
+    try:
+        return str(QTYPE[qtype])
+    except Exception:
+        return f"TYPE{qtype}"
