@@ -184,7 +184,11 @@ def parse_service(obj: Any) -> Service:
         raise ObjectError(f"spec.type {stype!r} is not a known Service type")
     external = ""
     if stype == "ExternalName":
-        external = _str(spec.get("externalName"), "spec.externalName").rstrip(".").lower()
+        # API validation requires a name; an empty target would become a CNAME to the root.
+        external = _str(spec.get("externalName"), "spec.externalName", required=True)
+        external = external.rstrip(".").lower()
+        if not external:
+            raise ObjectError("spec.externalName is empty")
     raw_ips = _list(spec.get("clusterIPs"), "spec.clusterIPs")
     if not raw_ips and spec.get("clusterIP") is not None:
         raw_ips = [spec.get("clusterIP")]
