@@ -71,7 +71,7 @@ def walk(name: str, qtype: str, search: list[str], ndots: int, ask: Asker) -> Re
         raise ValueError(f"invalid name {name!r}")
     try:
         qt = int(getattr(QTYPE, qtype.upper()))
-    except AttributeError:
+    except Exception:  # dnslib raises its own DNSError for unknown mnemonics
         raise ValueError(f"unknown record type {qtype!r}") from None
     result = Result(name, qtype.upper())
     nodata: DNSRecord | None = None

@@ -106,12 +106,13 @@ class KdnsServer:
                     port = self.opts.dns_port
                 host = self.opts.dns_addr or ""
                 lst = by_addr.setdefault((host, port), Listener(host, port, {}))
-                if key.zone in lst.zones and port != 0:
+                if key.zone in lst.zones:
                     raise error(key.loc, None, f"cannot serve dns://{key.zone}:{port} - "
                                                "it is already defined")
                 label = f"dns://{host}:{port}"
                 lst.zones[key.zone] = Zone(key.zone, chain, label, errors is not None,
-                                           "log" not in names, errors)
+                                           "log" not in names, errors,
+                                           any(getattr(h, "blocking", False) for h in blk.handlers))
         self.listeners = list(by_addr.values())
         reporters = [h for b in self.blocks for h in b.handlers if callable(getattr(h, "ready", None))]
         self.process["ready_reporters"] = reporters
@@ -152,7 +153,8 @@ class KdnsServer:
             label = f"dns://{lst.host}:{lst.port}"
             for z in lst.zones.values():
                 z.server_label = label
-            lst.udp = UdpListener(udp_sock, Dispatcher(lst.zones, "udp", label))
+            lst.udp = UdpListener(udp_sock, Dispatcher(lst.zones, "udp", label),
+                                  offload=any(z.blocking for z in lst.zones.values()))
             lst.tcp = TcpListener(tcp_sock, Dispatcher(lst.zones, "tcp", label))
             lst.udp.start()
             lst.tcp.start()

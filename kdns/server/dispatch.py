@@ -44,6 +44,8 @@ class Zone:
     fast_ok: bool = True
     """False when a plugin must see every query (``log``)."""
     errors: object | None = None
+    blocking: bool = False
+    """A handler in the chain may wait on the network (it sets ``blocking = True``)."""
 
 
 @dataclass(slots=True)
@@ -185,6 +187,6 @@ class Dispatcher:
                 return hit
             return self.handle(data, client)
         except Exception:  # the process never dies of a packet (STYLE lesson 9)
-            log.exception("unexpected error serving a %s query from %s", self.proto, client[0])
+            log.exception("unexpected error serving a %s query from %s", self.proto, client)
             self.counters.servfail_exceptions += 1
             return None

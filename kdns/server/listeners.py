@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import socket
 import struct
 import threading
@@ -53,10 +54,27 @@ def bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
     raise OSError(f"could not bind UDP and TCP on one free port on {host or '*'}")
 
 
+SLOW_PATH_WORKERS = 32
+"""Threads answering UDP misses when a zone's chain may block (``forward``)."""
+SLOW_PATH_QUEUE = 2000
+"""Queries waiting for a worker before new ones are shed (the client retries)."""
+
+
 class UdpListener:
-    def __init__(self, sock: socket.socket, dispatcher: Dispatcher) -> None:
+    """One UDP socket. Fast-path hits are answered inline. Misses are answered inline too,
+    unless ``offload`` is set (a chain may wait on the network): then a bounded pool answers
+    them so one slow upstream never stalls cluster names."""
+
+    def __init__(self, sock: socket.socket, dispatcher: Dispatcher, *, offload: bool = False,
+                 workers: int = SLOW_PATH_WORKERS) -> None:
         self.sock = sock
         self.dispatcher = dispatcher
+        self.offload = offload
+        self.workers = workers
+        self.shed = 0
+        self._queue: queue.Queue[tuple[bytes, tuple[str, int]] | None] = queue.Queue(
+            SLOW_PATH_QUEUE)
+        self._pool: list[threading.Thread] = []
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"udp-{self.port}", daemon=True)
 
@@ -66,17 +84,40 @@ class UdpListener:
         return port
 
     def start(self) -> None:
+        if self.offload:
+            for i in range(self.workers):
+                t = threading.Thread(target=self._work, name=f"udp-{self.port}-w{i}", daemon=True)
+                t.start()
+                self._pool.append(t)
         self._thread.start()
+
+    def _work(self) -> None:
+        handle, sendto = self.dispatcher.serve, self.sock.sendto
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            reply = handle(*item)
+            if reply is not None:
+                try:
+                    sendto(reply, item[1])
+                except OSError as err:
+                    log.debug("udp send to %s failed: %s", item[1][0], err)
 
     def _run(self) -> None:
         sock = self.sock
         recvfrom, sendto = sock.recvfrom, sock.sendto
         d = self.dispatcher
         lookup, handle = d.lookup, d.serve
+        offload, put = self.offload, self._queue.put_nowait
         while True:
             try:
                 data, addr = recvfrom(UDP_RECV_SIZE)
             except OSError:
+                if self._stopping:
+                    return
+                continue
+            if addr is None:  # shutdown() wakes recvfrom with no sender
                 if self._stopping:
                     return
                 continue
@@ -85,6 +126,12 @@ class UdpListener:
             except Exception:
                 reply = None
             if reply is None:
+                if offload:
+                    try:
+                        put((data, addr))
+                    except queue.Full:
+                        self.shed += 1
+                    continue
                 reply = handle(data, addr)
                 if reply is None:
                     continue
@@ -99,6 +146,11 @@ class UdpListener:
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         self._thread.join(timeout=2)
+        for _ in self._pool:
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:
+                break
 
 
 class TcpListener:
