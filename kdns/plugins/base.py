@@ -8,6 +8,7 @@ raise on internal faults; the server turns an escaped exception into SERVFAIL an
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -48,6 +49,9 @@ class Response:
     may store its encoded bytes in the fast path until the generation changes."""
     generation: int = -1
     """The view generation the reply was built from (meaningful when ``fast``)."""
+    variants: list[DNSRecord] | None = None
+    """Alternative orderings of ``msg`` (set by ``loadbalance``). The server encodes each once
+    and, for a fast reply, hands them out in turn, so shuffled order survives precomputation."""
 
 
 Next = Callable[[Request], Response]
@@ -61,9 +65,18 @@ class Handler(Protocol):
 
 
 class Lifecycle(Protocol):
-    """Optional hooks a handler may implement; the server calls those present."""
+    """Optional hooks a handler may implement; the server calls those present.
+
+    ``start`` runs before the DNS listeners bind (the kubernetes plugin waits for its first
+    sync there); ``started`` runs once they serve, when ``ctx.process["listen_addrs"]`` holds
+    the bound (host, port) pairs (the loop plugin queries itself then); ``stop`` at shutdown.
+    A plugin that finds the process cannot run (a forwarding loop) calls
+    ``ctx.process["fatal"](message)``: the server logs it and exits non-zero.
+    """
 
     def start(self) -> None: ...
+
+    def started(self) -> None: ...
 
     def stop(self) -> None: ...
 
@@ -84,14 +97,18 @@ class Generation:
     reply when it moved, so precomputed bytes never outlive the data they were built from.
     """
 
-    __slots__ = ("value",)
+    __slots__ = ("_lock", "value")
 
     def __init__(self) -> None:
         self.value = 0
+        self._lock = threading.Lock()
 
     def bump(self) -> int:
-        self.value += 1
-        return self.value
+        # Plugins bump from their own threads; an unlocked += could lose one, and a lost bump
+        # would leave the fast path serving replies built from the previous data.
+        with self._lock:
+            self.value += 1
+            return self.value
 
 
 GENERATION = Generation()

@@ -1,1 +1,6 @@
-"""kdns/plugins/kubernetes."""
+"""kubernetes: answers the cluster zone (Kubernetes DNS-Based Service Discovery 1.1.0) from an
+immutable view of Services, EndpointSlices, Namespaces and (with ``pods verified``) Pods.
+
+``setup`` parses the directive, ``view`` keeps the cluster state, ``answer`` is the pure record
+logic, ``handler`` serves and runs the source. See README.md.
+"""

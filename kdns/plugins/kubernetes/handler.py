@@ -1,0 +1,171 @@
+"""kubernetes: the chain handler, and the lifecycle of the source that feeds its view.
+
+This module owns turning an :class:`~kdns.plugins.kubernetes.answer.Answer` into a reply, the
+decisions around it that depend on more than the question (fallthrough, SERVFAIL before sync,
+resolving an external CNAME target through the rest of the chain), and starting/stopping the
+source (API informers, or the manifest reader with ``manifests``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from dnslib import QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord
+
+from kdns.k8s.source import ResourceSpec, Sink, Source, SourceFactory
+from kdns.plugins.base import Next, Request, Response
+from kdns.plugins.kubernetes.answer import Answer, answer
+from kdns.plugins.kubernetes.setup import KubernetesConfig, in_zone
+from kdns.plugins.kubernetes.view import View, ViewBuilder
+
+log = logging.getLogger("kdns.kubernetes")
+
+WAIT_LOG_INTERVAL = 0.5
+"""How often startup logs that it is still waiting for the first sync (as CoreDNS does)."""
+
+
+def default_source(cfg: KubernetesConfig) -> SourceFactory:
+    """The factory for the source the config names; imported lazily so a Corefile that reads
+    manifests never loads the API client."""
+
+    def build(specs: list[ResourceSpec], sink: Sink) -> Source:
+        if cfg.manifests:
+            from kdns.k8s.manifests import ManifestSource
+
+            return ManifestSource(cfg.manifests, specs, sink)
+        from kdns.k8s.client import ConnectionConfig
+        from kdns.k8s.informer import ApiSource
+
+        conn = ConnectionConfig(kubeconfig=cfg.kubeconfig, context=cfg.context,
+                                endpoint=cfg.endpoint, tls=cfg.tls)
+        return ApiSource(conn, specs, sink)
+
+    return build
+
+
+class KubernetesHandler:
+    name = "kubernetes"
+
+    def __init__(self, cfg: KubernetesConfig, *, source_factory: SourceFactory | None = None,
+                 builder: ViewBuilder | None = None) -> None:
+        self.cfg = cfg
+        self.zones = cfg.zones
+        self._builder = builder or ViewBuilder(
+            cfg.kinds, namespaces=cfg.namespaces, endpoint_pod_names=cfg.endpoint_pod_names)
+        self._factory = source_factory or default_source(cfg)
+        self._source: Source | None = None
+        # Longest zone first, so cluster.local beats a configured parent zone.
+        self._by_length = sorted(cfg.zones, key=len, reverse=True)
+
+    # -- what other plugins and the server read ---------------------------------------------
+
+    @property
+    def view(self) -> View:
+        return self._builder.view
+
+    @property
+    def builder(self) -> ViewBuilder:
+        return self._builder
+
+    def ready(self) -> bool:
+        return self._builder.synced
+
+    def namespace_of(self, ip: str) -> str | None:
+        """The namespace of the pod with ``ip`` (autopath); None when unknown or ambiguous."""
+        return self._builder.view.namespace_of(ip)
+
+    def zone_of(self, qname_lower: str) -> str | None:
+        for zone in self._by_length:
+            if in_zone(qname_lower, zone):
+                return zone
+        return None
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def serve(self, req: Request, nxt: Next) -> Response:
+        zone = self.zone_of(req.qname_lower)
+        if zone is None or req.qclass != 1:
+            return nxt(req)
+        view = self._builder.view
+        ans = answer(req.qname, req.qtype, view, self.cfg, zone)
+        if ans.name_error:
+            # CoreDNS order: fallthrough first, then "not synced yet" turns NXDOMAIN into
+            # SERVFAIL so clients retry instead of caching a negative answer.
+            if self.cfg.fallthrough_covers(req.qname_lower):
+                return nxt(req)
+            if not view.synced:
+                ans = Answer(RCODE.SERVFAIL, authority=ans.authority)
+        reply = self._reply(req, ans)
+        chased = ans.chase is not None and req.qtype != QTYPE.CNAME
+        if chased:
+            self._chase(req, ans.chase or "", reply, nxt)
+        # The reply depends only on the question and this view unless it carries upstream data.
+        fast = view.synced and not chased and ans.rcode != RCODE.SERVFAIL
+        return Response(reply, self.name, fast=fast, generation=view.generation)
+
+    @staticmethod
+    def _reply(req: Request, ans: Answer) -> DNSRecord:
+        h = req.msg.header
+        header = DNSHeader(id=h.id, qr=1, opcode=h.opcode, aa=int(ans.aa), rd=h.rd, ra=1,
+                           rcode=ans.rcode)
+        header.cd = h.cd
+        reply = DNSRecord(header, q=req.msg.questions[0])
+        reply.rr.extend(ans.answer)
+        reply.auth.extend(ans.authority)
+        reply.ar.extend(ans.additional)
+        return reply
+
+    def _chase(self, req: Request, target: str, reply: DNSRecord, nxt: Next) -> None:
+        """Resolve an ExternalName target through the rest of the chain (CoreDNS's upstream
+        lookup): glibc-style stubs do not chase a CNAME themselves. Failure leaves the CNAME."""
+        sub = Request(
+            msg=DNSRecord(DNSHeader(id=req.msg.header.id, rd=1),
+                          q=DNSQuestion(target, req.qtype, req.qclass)),
+            qname=target, qname_lower=target.lower(), qtype=req.qtype, qclass=req.qclass,
+            client=req.client, proto=req.proto, server=req.server, zone=req.zone,
+            max_size=65535, do=req.do,
+        )
+        try:
+            got = nxt(sub).msg
+        except Exception as err:  # the CNAME alone is still a correct answer
+            log.debug("resolving ExternalName target %s failed: %s", target, err)
+            return
+        reply.rr.extend(got.rr)
+        if got.header.tc:
+            reply.header.tc = 1
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the source and block until the view is synced or ``startup_timeout`` passes."""
+        if self._source is not None:
+            return
+        self._builder.start()
+        source = self._factory(self.cfg.resource_specs(), self._builder)
+        try:
+            load_once = getattr(source, "load_once", None)
+            if load_once is not None:
+                load_once()  # a broken manifest fails startup with its own message
+            source.start()
+        except BaseException:
+            self._builder.stop()
+            raise
+        self._source = source
+        log.info("kubernetes: reading from %s", source.describe())
+        deadline = time.monotonic() + self.cfg.startup_timeout
+        while True:
+            left = deadline - time.monotonic()
+            if self._builder.wait_synced(max(0.0, min(WAIT_LOG_INTERVAL, left))):
+                return
+            if time.monotonic() >= deadline:
+                log.warning("starting server with unsynced Kubernetes API")
+                return
+            log.info("waiting for Kubernetes API before starting server")
+
+    def stop(self) -> None:
+        source, self._source = self._source, None
+        if source is not None:
+            source.stop()
+        self._builder.stop()
+
