@@ -1,0 +1,1 @@
+"""kdns/plugins/forward: proxy queries to upstream resolvers (CoreDNS ``forward``)."""
