@@ -1,0 +1,1 @@
+"""kdns/plugins/cache: the response cache (setup parses, handler serves)."""

@@ -1,0 +1,410 @@
+"""cache: a bounded response cache in front of the slow plugins of the chain (CoreDNS ``cache``).
+
+This module owns what is cacheable, the TTL arithmetic, the two bounded stores (success and
+denial), prefetching, serve-stale refreshes, and the counters a metrics collector reads.
+
+What is stored, keyed by (qname lower case, qtype, qclass, DO bit, CD bit):
+
+* **success**: NOERROR with at least one answer. Cached for the smallest TTL in the reply
+  (OPT excluded), clamped to [MINTTL, TTL] of ``success``.
+* **denial**: NXDOMAIN, or NOERROR without answers (NODATA), only when Authority carries an
+  SOA; cached for min(SOA TTL, SOA MINIMUM) (RFC 2308 §5) clamped to ``denial``'s bounds.
+  SERVFAIL goes to the denial store too, for the ``servfail`` duration (RFC 2308 §7.1).
+* never: truncated replies, any other rcode (REFUSED, FORMERR, NOTIMP, ...), an extended
+  rcode in the OPT record, a reply whose question is not the query's (counted as a drop),
+  names under ``disable`` zones, and names under the zones of the block's ``kubernetes``
+  plugin (kdns's fix for kubernetes #92559: authoritative data hides cached data, RFC 1035
+  §6.1.2, so in-cluster names are always answered from the live view).
+
+Every reply that passes through (stored or served) carries one TTL on all its records: the
+stored duration on a miss, counted down by whole seconds spent in the cache on a hit (never
+increased, RFC 1035 §6), 0 for a stale answer, or the stored duration with ``keepttl``.
+
+Storage is two ``cachetools.LRUCache`` maps bounded by entry count (CoreDNS evicts randomly;
+LRU keeps the popular names, which is what a cache in front of a search-path walk wants).
+Expired entries stay until they are looked up past their stale window or evicted.
+
+Counters (plain ints on :attr:`CacheHandler.counters`, read at scrape time; the names map to
+CoreDNS's ``coredns_cache_*`` series):
+
+* ``requests``: queries for names the cache acts for (``requests_total``);
+* ``hits_success`` / ``hits_denial``: answered from an entry, fresh or stale (``hits_total``
+  by type);
+* ``misses``: requests that found no usable entry (``misses_total``);
+* ``prefetches``: background refreshes started by prefetch (``prefetch_total``);
+* ``served_stale``: answers served from expired entries (``served_stale_total``);
+* ``evictions_success`` / ``evictions_denial``: entries pushed out by capacity
+  (``evictions_total`` by type); ``evictions`` is their sum;
+* ``drops``: replies not stored because their question did not match (``drops_total``).
+
+:meth:`CacheHandler.entries` gives ``entries`` by type. Everything here is safe to call from
+many threads: one lock guards the stores, the counters and the refresh bookkeeping.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cachetools import LRUCache
+from dnslib import QTYPE, RCODE, RR, DNSHeader, DNSRecord
+
+from kdns.plugins.base import Next, Request, Response
+from kdns.plugins.cache.setup import DENIAL, NAME, SUCCESS, CacheConfig
+
+log = logging.getLogger("kdns.cache")
+
+Key = tuple[str, int, int, bool, bool]
+"""(qname lower case, qtype, qclass, DO, CD): DO and CD change what an upstream returns."""
+
+REFRESH_WORKERS = 4
+"""Threads refreshing entries in the background; a bound, so an upstream outage with many
+stale entries queues refreshes instead of starting a thread per name."""
+
+
+@dataclass(slots=True)
+class Counters:
+    requests: int = 0
+    hits_success: int = 0
+    hits_denial: int = 0
+    misses: int = 0
+    prefetches: int = 0
+    served_stale: int = 0
+    evictions_success: int = 0
+    evictions_denial: int = 0
+    drops: int = 0
+
+    @property
+    def hits(self) -> int:
+        return self.hits_success + self.hits_denial
+
+    @property
+    def evictions(self) -> int:
+        return self.evictions_success + self.evictions_denial
+
+
+@dataclass(slots=True)
+class Entry:
+    kind: str
+    """``success`` or ``denial`` (SERVFAIL included)."""
+    rcode: int
+    aa: int
+    ra: int
+    ad: int
+    rr: tuple[RR, ...]
+    auth: tuple[RR, ...]
+    ar: tuple[RR, ...]
+    """Additional records without the OPT: the server adds its own for EDNS clients."""
+    owner_is_qname: tuple[tuple[bool, ...], tuple[bool, ...], tuple[bool, ...]]
+    """Per section and record: is the owner the question name? Those get the client's case."""
+    stored: float
+    ttl: int
+    """Seconds the entry is fresh; also the TTL every record had when stored."""
+    hits: int = 0
+    last: float = 0.0
+    """Prefetch popularity: hits with no gap longer than the prefetch window, and the last."""
+
+    def remaining(self, now: float) -> int:
+        return self.ttl - int(now - self.stored)
+
+
+class _Store(LRUCache[Key, Entry]):
+    """An LRU map that counts what capacity pushes out."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.evicted = 0
+
+    def popitem(self) -> tuple[Key, Entry]:
+        # cachetools calls popitem only to make room, so every call is an eviction.
+        item = super().popitem()
+        self.evicted += 1
+        return item
+
+
+def under(name: str, zones: tuple[str, ...]) -> bool:
+    """Is ``name`` (lower case, trailing dot) equal to or below one of ``zones``?"""
+    return any(zone == "." or name == zone or name.endswith("." + zone) for zone in zones)
+
+
+def classify(msg: DNSRecord, cfg: CacheConfig) -> tuple[str, int] | None:
+    """(kind, seconds to keep) for a cacheable reply, or None. Pure: no clock, no store."""
+    h = msg.header
+    if h.tc:
+        return None
+    for r in msg.ar:
+        if r.rtype == QTYPE.OPT and (int(r.ttl) >> 24) & 0xFF:
+            return None  # an extended rcode (BADVERS, BADCOOKIE...): the low bits lie
+    rcode = h.rcode
+    if rcode == RCODE.SERVFAIL:
+        ttl = int(cfg.servfail)
+        return (DENIAL, ttl) if ttl > 0 else None
+    if rcode == RCODE.NOERROR and msg.rr:
+        low = min(int(r.ttl) for r in (*msg.rr, *msg.auth, *msg.ar) if r.rtype != QTYPE.OPT)
+        ttl = min(max(low, cfg.success_min_ttl), cfg.success_ttl)
+        return (SUCCESS, ttl) if ttl > 0 else None
+    if rcode in (RCODE.NOERROR, RCODE.NXDOMAIN):
+        soas = [min(int(r.ttl), int(r.rdata.times[4])) for r in msg.auth if r.rtype == QTYPE.SOA]
+        if not soas:
+            return None  # a denial without SOA cannot say how long it holds (RFC 2308 §5)
+        ttl = min(max(min(soas), cfg.denial_min_ttl), cfg.denial_ttl)
+        return (DENIAL, ttl) if ttl > 0 else None
+    return None
+
+
+def _question_matches(req: Request, msg: DNSRecord) -> bool:
+    if not msg.questions:
+        return False
+    q = msg.questions[0]
+    return (q.qtype == req.qtype and q.qclass == req.qclass
+            and str(q.qname).lower() == req.qname_lower)
+
+
+def _copy_request(req: Request) -> Request:
+    """A request of its own for a background refresh: the chain may change msg and meta."""
+    return replace(req, msg=DNSRecord.parse(req.msg.pack()), meta={})
+
+
+class CacheHandler:
+    name = NAME
+
+    def __init__(self, cfg: CacheConfig, *, shared: Mapping[str, Any] | None = None,
+                 now: Callable[[], float] = time.monotonic,
+                 background: Callable[[Callable[[], None]], None] | None = None) -> None:
+        """``shared`` is the server block's ``ctx.shared`` (the kubernetes plugin is looked up
+        in it per query, since setup order is not fixed); ``now`` is the clock; ``background``
+        runs a refresh (default: a small thread pool; tests may run it inline)."""
+        self.cfg = cfg
+        self.counters = Counters()
+        self._shared: Mapping[str, Any] = shared if shared is not None else {}
+        self._now = now
+        self._background = background
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._stores = {SUCCESS: _Store(cfg.success_capacity), DENIAL: _Store(cfg.denial_capacity)}
+        self._inflight: set[Key] = set()
+        self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
+
+    # -- metrics -------------------------------------------------------------------------------
+
+    def entries(self, kind: str) -> int:
+        """Entries in the ``success`` or ``denial`` store (fresh, stale or expired)."""
+        with self._lock:
+            return len(self._stores[kind])
+
+    def _sync_evictions(self) -> None:
+        c = self.counters
+        c.evictions_success = self._stores[SUCCESS].evicted
+        c.evictions_denial = self._stores[DENIAL].evicted
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def bypass(self, name: str) -> bool:
+        """True when the cache must not touch ``name``: outside its zones, or owned by the
+        block's kubernetes plugin (answered from the live view, never from a copy)."""
+        if not under(name, self.cfg.zones):
+            return True
+        k8s = self._shared.get("kubernetes")
+        zones: tuple[str, ...] = getattr(k8s, "zones", ())
+        return bool(zones) and under(name, zones)
+
+    def serve(self, req: Request, nxt: Next) -> Response:
+        name = req.qname_lower
+        if self.bypass(name):
+            return nxt(req)
+        key: Key = (name, req.qtype, req.qclass, req.do, bool(req.msg.header.cd))
+        now = self._now()
+        prefetch = False
+        remaining = 0
+        with self._lock:
+            self.counters.requests += 1
+            entry = self._lookup(key, now)
+            if entry is None:
+                self.counters.misses += 1
+            else:
+                if entry.kind == SUCCESS:
+                    self.counters.hits_success += 1
+                else:
+                    self.counters.hits_denial += 1
+                remaining = entry.remaining(now)
+                if remaining > 0:
+                    prefetch = self._popular(entry, now, remaining)
+        if entry is None:
+            return self._fetch(req, key, nxt)
+        if remaining <= 0:
+            if self.cfg.verify_stale:
+                fresh = self._verify(req, key, nxt)
+                if fresh is not None:
+                    return fresh
+            else:
+                self._refresh_later(req, key, nxt, prefetch=False)
+            with self._lock:
+                self.counters.served_stale += 1
+            # RFC 8767 §4 suggests 30 s; CoreDNS answers stale entries with TTL 0 so that no
+            # downstream cache holds on to them, and kdns follows CoreDNS.
+            return Response(self._reply(entry, req, 0), NAME)
+        if prefetch:
+            self._refresh_later(req, key, nxt, prefetch=True)
+        return Response(self._reply(entry, req, entry.ttl if self.cfg.keepttl else remaining), NAME)
+
+    def _lookup(self, key: Key, now: float) -> Entry | None:
+        """A fresh entry, or a stale one within serve_stale's window; drops dead ones."""
+        for store in (self._stores[DENIAL], self._stores[SUCCESS]):
+            entry = store.get(key)
+            if entry is None:
+                continue
+            remaining = entry.remaining(now)
+            if remaining > 0 or -remaining < self.cfg.stale:
+                return entry
+            del store[key]
+        return None
+
+    def _popular(self, entry: Entry, now: float, remaining: int) -> bool:
+        """Count a hit; True when the entry is popular and close enough to expiry to refresh."""
+        cfg = self.cfg
+        if cfg.prefetch <= 0:
+            return False
+        if now - entry.last > cfg.prefetch_window:
+            entry.hits = 1
+        else:
+            entry.hits += 1
+        entry.last = now
+        # ceil keeps the threshold at >= 1 s: CoreDNS's "or latest 1 second before expiry".
+        threshold = math.ceil(cfg.prefetch_percentage / 100 * entry.ttl)
+        return entry.hits >= cfg.prefetch and remaining <= threshold
+
+    def _fetch(self, req: Request, key: Key, nxt: Next) -> Response:
+        resp = nxt(req)
+        entry = self._admit(req, key, resp.msg, refresh=False)
+        if entry is None:
+            return resp
+        # The client sees the stored TTL on a miss too, so TTLs only go down between queries
+        # (CoreDNS: "avoid jarring TTL experience 1799 -> 8").
+        return Response(self._reply(entry, req, entry.ttl), resp.plugin)
+
+    def _admit(self, req: Request, key: Key, msg: DNSRecord, *, refresh: bool) -> Entry | None:
+        """Store ``msg`` when cacheable; returns the stored entry or None."""
+        if not _question_matches(req, msg):
+            with self._lock:
+                self.counters.drops += 1
+            return None
+        verdict = classify(msg, self.cfg)
+        if verdict is None:
+            return None
+        kind, ttl = verdict
+        disabled = self.cfg.disable_success if kind == SUCCESS else self.cfg.disable_denial
+        if disabled and under(req.qname_lower, disabled):
+            return None
+        h = msg.header
+        ar = tuple(r for r in msg.ar if r.rtype != QTYPE.OPT)
+        qname = msg.questions[0].qname
+        sections = (tuple(msg.rr), tuple(msg.auth), ar)
+        owners = tuple(tuple(r.rname == qname for r in sec) for sec in sections)
+        now = self._now()
+        entry = Entry(kind, h.rcode, h.aa, h.ra, h.ad, rr=sections[0], auth=sections[1], ar=ar,
+                      owner_is_qname=(owners[0], owners[1], owners[2]), stored=now, ttl=ttl,
+                      last=now)
+        with self._lock:
+            old = self._stores[DENIAL].get(key) or self._stores[SUCCESS].get(key)
+            if refresh and old is not None and h.rcode == RCODE.SERVFAIL:
+                # A failed refresh must not replace a good answer (fresh or stale) with an
+                # error: serve_stale exists to ride out exactly this.
+                return None
+            if old is not None:
+                entry.hits, entry.last = old.hits, old.last  # popularity survives a refresh
+            other = DENIAL if kind == SUCCESS else SUCCESS
+            self._stores[other].pop(key, None)
+            self._stores[kind][key] = entry
+            self._sync_evictions()
+        return entry
+
+    def _verify(self, req: Request, key: Key, nxt: Next) -> Response | None:
+        """serve_stale verify: ask the next plugin; its answer if usable, else None."""
+        try:
+            resp = nxt(req)
+        except Exception as err:
+            log.debug("verifying stale %s: %s", req.qname, err)
+            return None
+        if resp.msg.header.rcode not in (RCODE.NOERROR, RCODE.NXDOMAIN):
+            return None
+        entry = self._admit(req, key, resp.msg, refresh=True)
+        if entry is None:
+            return resp
+        return Response(self._reply(entry, req, entry.ttl), resp.plugin)
+
+    # -- background refresh ----------------------------------------------------------------------
+
+    def _refresh_later(self, req: Request, key: Key, nxt: Next, *, prefetch: bool) -> None:
+        with self._lock:
+            if self._closed or key in self._inflight:
+                return  # one refresh per name at a time
+            self._inflight.add(key)
+            if prefetch:
+                self.counters.prefetches += 1
+        job_req = _copy_request(req)
+
+        def job() -> None:
+            try:
+                resp = nxt(job_req)
+                self._admit(job_req, key, resp.msg, refresh=True)
+            except Exception as err:
+                log.debug("refreshing %s: %s", job_req.qname, err)
+            finally:
+                with self._lock:
+                    self._inflight.discard(key)
+                    self._idle.notify_all()
+
+        if self._background is not None:
+            self._background(job)
+            return
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(REFRESH_WORKERS, thread_name_prefix="kdns-cache")
+            pool = self._pool
+        try:
+            pool.submit(job)
+        except RuntimeError:  # stopped meanwhile
+            with self._lock:
+                self._inflight.discard(key)
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no refresh is running (True) or ``timeout`` passes (False)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._inflight, timeout)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- replies -------------------------------------------------------------------------------
+
+    def _reply(self, entry: Entry, req: Request, ttl: int) -> DNSRecord:
+        """The entry as a reply to ``req``: the client's ID, opcode, RD, CD and question (as
+        sent, so 0x20 clients see their case, also on records owned by the question name)."""
+        qh = req.msg.header
+        header = DNSHeader(id=qh.id, qr=1, opcode=qh.opcode, aa=entry.aa, rd=qh.rd, ra=entry.ra,
+                           rcode=entry.rcode)
+        header.cd = qh.cd
+        # RFC 6840 §5.8: AD only to a client that asked for it (DO or AD set).
+        header.ad = entry.ad if (req.do or qh.ad) else 0
+        question = req.msg.questions[0]
+        qname = question.qname
+        rr, auth, ar = (
+            [RR(qname if own else r.rname, r.rtype, r.rclass, ttl, copy.copy(r.rdata))
+             for r, own in zip(sec, owners, strict=True)]
+            for sec, owners in zip((entry.rr, entry.auth, entry.ar), entry.owner_is_qname,
+                                   strict=True)
+        )
+        return DNSRecord(header, questions=[question], rr=rr, auth=auth, ar=ar)

@@ -1,0 +1,153 @@
+"""cache + forward over real sockets: kdns on 127.0.0.1 in front of a tiny dnslib upstream.
+
+The upstream counts the queries it answers, so "served from cache" is observed from outside:
+the second query must not reach it, and must come back with a TTL counted down from the cap.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.flags
+import dns.rcode
+import dns.rdatatype
+import pytest
+from dnslib import QTYPE, RCODE, RR, DNSRecord
+
+from tests.conftest import DEMO, Running, start_server
+
+
+class Upstream:
+    """A UDP DNS server on 127.0.0.1: ``nx.*`` is NXDOMAIN with an SOA, anything else an A
+    record with TTL 300. Counts the queries per name (lower case)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port: int = self.sock.getsockname()[1]
+        self.queries: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="test-upstream", daemon=True)
+
+    def count(self, name: str) -> int:
+        with self.lock:
+            return self.queries.get(name.lower(), 0)
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            query = DNSRecord.parse(data)
+            name = str(query.q.qname)
+            with self.lock:
+                self.queries[name.lower()] = self.queries.get(name.lower(), 0) + 1
+            reply = query.reply()
+            if name.lower().startswith("nx."):
+                reply.header.rcode = RCODE.NXDOMAIN
+                reply.add_auth(*RR.fromZone("example. 60 IN SOA ns.example. host.example. 1 7200 "
+                                            "1800 86400 60"))
+            elif query.q.qtype == QTYPE.A:
+                reply.add_answer(*RR.fromZone(f"{name} 300 IN A 192.0.2.7"))
+            self.sock.sendto(reply.pack(), addr)
+
+    def __enter__(self) -> Upstream:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    with Upstream() as up:
+        yield up
+
+
+def running(corefile: str, tmp_path: Path) -> Iterator[Running]:
+    server = start_server(corefile, tmp_path)
+    try:
+        yield Running(server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def kdns(upstream: Upstream, tmp_path: Path) -> Iterator[Running]:
+    yield from running(f".:53 {{\n    cache 30\n    forward . 127.0.0.1:{upstream.port}\n}}\n", tmp_path)
+
+
+def a_ttl(msg: object) -> int:
+    rrset = msg.answer[0]  # type: ignore[attr-defined]
+    assert rrset.rdtype == dns.rdatatype.A and rrset[0].address == "192.0.2.7"
+    return int(rrset.ttl)
+
+
+def test_second_query_is_served_from_cache_with_smaller_ttl(kdns: Running, upstream: Upstream) -> None:
+    first = kdns.udp("www.example.com.")
+    assert a_ttl(first) == 30  # upstream says 300; `cache 30` caps it
+    assert upstream.count("www.example.com.") == 1
+
+    second = kdns.udp("WWW.Example.COM.")
+    assert a_ttl(second) <= 30
+    assert second.question[0].name.to_text() == "WWW.Example.COM."  # the client's spelling
+    assert upstream.count("www.example.com.") == 1
+
+    # The TTL counts down by whole seconds spent in the cache; poll until it has moved once.
+    deadline = time.monotonic() + 3
+    while (ttl := a_ttl(kdns.udp("www.example.com."))) == 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ttl == 29
+    assert upstream.count("www.example.com.") == 1
+    cache = next(h for h in kdns.server.handlers() if h.name == "cache")
+    assert cache.counters.misses == 1 and cache.counters.hits_success >= 2
+
+
+def test_nxdomain_with_soa_is_cached(kdns: Running, upstream: Upstream) -> None:
+    for _ in range(3):
+        reply = kdns.udp("nx.example.")
+        assert reply.rcode() == dns.rcode.NXDOMAIN
+        assert reply.authority[0].rdtype == dns.rdatatype.SOA
+    assert upstream.count("nx.example.") == 1
+
+
+def test_tcp_client_gets_the_cached_answer(kdns: Running, upstream: Upstream) -> None:
+    kdns.udp("both.example.com.")
+    reply = kdns.tcp("both.example.com.")
+    assert a_ttl(reply) <= 30 and upstream.count("both.example.com.") == 1
+
+
+def test_cluster_names_falling_through_are_never_cached(upstream: Upstream,
+                                                        tmp_path: Path) -> None:
+    corefile = f"""\
+.:53 {{
+    cache 30
+    kubernetes cluster.local {{
+        manifests {DEMO}
+        fallthrough
+    }}
+    forward . 127.0.0.1:{upstream.port}
+}}
+"""
+    for server in running(corefile, tmp_path):
+        name = "nosuchservice.default.svc.cluster.local."
+        for _ in range(3):
+            server.udp(name)
+        # kubernetes does not know the name and falls through to forward each time: the
+        # cache never answers for the kubernetes zone, so a later Service shows up at once.
+        assert upstream.count(name) == 3
+        server.udp("www.example.com.")
+        server.udp("www.example.com.")
+        assert upstream.count("www.example.com.") == 1
