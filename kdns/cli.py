@@ -88,7 +88,7 @@ def _build(conf: str | None, kubeconfig: str | None, context: str | None,
     if kubeconfig is not None:
         kubeconfig = str(Path(kubeconfig).expanduser().resolve())
     opts = ServeOptions(config_dir, Overrides(kubeconfig, context, manifests), dns_addr,
-                        dns_port)
+                        Path(conf).resolve() if conf is not None else None, dns_port)
     return KdnsServer(blocks, opts).build()
 
 
@@ -140,6 +140,9 @@ def serve(conf: str | None, kubeconfig: str | None, context: str | None,
         print(f"kdns: serving on {lst.host or '0.0.0.0'}:{lst.port}", flush=True)
     while not server.wait(1.0):
         pass
+    if server.fatal_message is not None:
+        click.echo(f"kdns: {server.fatal_message}", err=True)
+        sys.exit(1)
     sys.exit(0)
 
 

@@ -67,7 +67,7 @@ def start_server(corefile: str, tmp: Path, *, dns_port: int = 0) -> KdnsServer:
     path.write_text(text)
     blocks = parse_corefile(text, str(path))
     server = KdnsServer(blocks, ServeOptions(config_dir=tmp, dns_addr="127.0.0.1",
-                                             dns_port=dns_port)).build()
+                                             corefile=path, dns_port=dns_port)).build()
     server.start()
     return server
 

@@ -40,6 +40,10 @@ IMPLEMENTED: dict[str, str] = {
     "health": "kdns.plugins.health.setup",
     "ready": "kdns.plugins.ready.setup",
     "kubernetes": "kdns.plugins.kubernetes.setup",
+    "forward": "kdns.plugins.forward.setup",
+    "cache": "kdns.plugins.cache.setup",
+    "prometheus": "kdns.plugins.prometheus.setup",
+    "reload": "kdns.plugins.reload.setup",
 }
 """Directive -> module with ``setup(directive, ctx)``."""
 
@@ -54,6 +58,10 @@ KNOWN_COREDNS = frozenset(
         "timeouts", "tls", "trace", "transfer", "tsig", "view", "whoami",
     }
 )
+
+REPEATABLE = frozenset({"rewrite"})
+"""Directives that may appear several times in a block; their setup returns the handler the
+first time and ``None`` after (adding rules to it)."""
 
 SetupFunc = Callable[[Directive, SetupContext], Any]
 

@@ -11,21 +11,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from kdns.config.model import ConfigError, Directive, ServerBlock, error
 from kdns.plugins import registry
+from kdns.plugins.base import GENERATION
 from kdns.plugins.http import Route
 from kdns.plugins.setup_context import Overrides, SetupContext
 from kdns.server.dispatch import Dispatcher, Zone, build_chain
 from kdns.server.httpd import HttpEndpoint
 from kdns.server.listeners import TcpListener, UdpListener, bind_pair
+from kdns.server.metrics import ServerCollector
 
 log = logging.getLogger("kdns.server")
 
 DEFAULT_DNS_PORT = 53
+RELOAD_GRACE = 5.0
+"""Seconds the previous configuration's plugins keep running after a reload, so queries that
+were in flight on the old chain (a forward waiting on its upstream) finish normally."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +42,8 @@ class ServeOptions:
     overrides: Overrides = field(default_factory=Overrides)
     dns_addr: str | None = None
     """Bind DNS listeners to this address instead of all interfaces."""
+    corefile: Path | None = None
+    """The Corefile the configuration came from (``reload`` watches it); None: built-in."""
     dns_port: int | None = None
     """Replaces port 53 (given or implied) in every server key, for unprivileged runs; 0 picks
     a free port."""
@@ -50,9 +60,22 @@ class Block:
 class Listener:
     host: str
     port: int
+    """The bound port (the configured one until ``start_listeners``; differs for port 0)."""
     zones: dict[str, Zone]
     udp: UdpListener | None = None
     tcp: TcpListener | None = None
+    config_port: int = -1
+    """The port the configuration asked for; reload matches listeners on (host, config_port)."""
+
+    def set_zones(self, zones: dict[str, Zone]) -> None:
+        """Swap the zone table under live sockets (one reference assignment per dispatcher)."""
+        label = f"dns://{self.host}:{self.port}"
+        for z in zones.values():
+            z.server_label = label
+        self.zones = zones
+        for side in (self.udp, self.tcp):
+            if side is not None:
+                side.dispatcher.zones = zones
 
 
 def _setup_block(block: ServerBlock, opts: ServeOptions, process: dict[str, Any]) -> Block:
@@ -66,7 +89,7 @@ def _setup_block(block: ServerBlock, opts: ServeOptions, process: dict[str, Any]
             if name in registry.KNOWN_COREDNS:
                 raise error(d, name, "plugin is not supported by kdns yet")
             raise error(d, None, f"unknown directive '{name}'")
-        if name in seen:
+        if name in seen and name not in registry.REPEATABLE:
             raise error(d, name, f"this plugin can only be used once per server block "
                                  f"(first at {seen[name].loc})")
         seen[name] = d
@@ -81,22 +104,43 @@ class KdnsServer:
     def __init__(self, blocks: tuple[ServerBlock, ...], opts: ServeOptions | None = None) -> None:
         self.opts = opts or ServeOptions()
         self.blocks_config = blocks
-        self.process: dict[str, Any] = {"draining": threading.Event(), "ready_reporters": []}
+        self.process: dict[str, Any] = {
+            "draining": threading.Event(),
+            "ready_reporters": [],
+            "listen_addrs": [],
+            "fatal": self.fatal,
+            "reload": self.reload,
+            "corefile_path": self.opts.corefile,
+            # forward's self-loop guard compares resolv.conf upstreams with where we listen
+            "dns_port": self.opts.dns_port,
+            "dns_addr": self.opts.dns_addr,
+        }
+        self.fatal_message: str | None = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ServerCollector(self))
+        self.process["metrics_registry"] = self.registry
         self.blocks: list[Block] = []
         self.listeners: list[Listener] = []
         self.http: list[HttpEndpoint] = []
         self._stopped = threading.Event()
         self._started = False
+        self._reload_lock = threading.Lock()
+        self.reloads = 0
 
     # -- build -------------------------------------------------------------------------------
 
     def build(self) -> KdnsServer:
         """Run every plugin's setup; raises ConfigError (located) on any bad directive."""
-        if not self.blocks_config:
+        self.blocks, self.listeners = self._plan(self.blocks_config)
+        self.process["ready_reporters"] = self._reporters(self.blocks)
+        return self
+
+    def _plan(self, config: tuple[ServerBlock, ...]) -> tuple[list[Block], list[Listener]]:
+        if not config:
             raise ConfigError(None, "the Corefile defines no server blocks")
-        self.blocks = [_setup_block(b, self.opts, self.process) for b in self.blocks_config]
+        blocks = [_setup_block(b, self.opts, self.process) for b in config]
         by_addr: dict[tuple[str, int], Listener] = {}
-        for blk in self.blocks:
+        for blk in blocks:
             chain = build_chain(blk.handlers)
             names = {h.name for h in blk.handlers}
             errors = next((h for h in blk.handlers if h.name == "errors"), None)
@@ -105,21 +149,27 @@ class KdnsServer:
                 if self.opts.dns_port is not None and port == DEFAULT_DNS_PORT:
                     port = self.opts.dns_port
                 host = self.opts.dns_addr or ""
-                lst = by_addr.setdefault((host, port), Listener(host, port, {}))
+                lst = by_addr.setdefault((host, port), Listener(host, port, {}, config_port=port))
                 if key.zone in lst.zones:
                     raise error(key.loc, None, f"cannot serve dns://{key.zone}:{port} - "
                                                "it is already defined")
                 label = f"dns://{host}:{port}"
                 lst.zones[key.zone] = Zone(key.zone, chain, label, errors is not None,
                                            "log" not in names, errors,
-                                           any(getattr(h, "blocking", False) for h in blk.handlers))
-        self.listeners = list(by_addr.values())
-        reporters = [h for b in self.blocks for h in b.handlers if callable(getattr(h, "ready", None))]
-        self.process["ready_reporters"] = reporters
-        return self
+                                           any(getattr(h, "blocking", False) for h in blk.handlers),
+                                           tuple(h.name for h in blk.handlers))
+        return blocks, list(by_addr.values())
 
-    def handlers(self) -> list[Any]:
-        return [h for b in self.blocks for h in b.handlers]
+    @staticmethod
+    def _reporters(blocks: list[Block]) -> list[Any]:
+        return [h for b in blocks for h in b.handlers if callable(getattr(h, "ready", None))]
+
+    def extra_metrics(self) -> Iterator[Any]:
+        """Families the server itself adds beyond the dispatchers' (reload, for one)."""
+        yield from ()
+
+    def handlers(self, blocks: list[Block] | None = None) -> list[Any]:
+        return [h for b in (self.blocks if blocks is None else blocks) for h in b.handlers]
 
     # -- run ---------------------------------------------------------------------------------
 
@@ -128,39 +178,125 @@ class KdnsServer:
         self.start_http()
         self.start_plugins()
         self.start_listeners()
+        self._started_hooks()
 
-    def start_http(self) -> None:
+    def fatal(self, message: str) -> None:
+        """A plugin found that the process must not run (e.g. a forwarding loop): stop now."""
+        log.critical("%s", message)
+        self.fatal_message = message
+        threading.Thread(target=self.stop, daemon=True, name="fatal-stop").start()
+
+    def start_http(self, blocks: list[Block] | None = None) -> None:
+        """Bring HTTP endpoints in line with the handlers' routes: an address already served
+        keeps its socket and gets the new routes; a new one starts; a dropped one stops."""
         routes: dict[str, list[Route]] = {}
-        for h in self.handlers():
+        for h in self.handlers(blocks):
             for r in getattr(h, "routes", ()):
                 routes.setdefault(r.addr, []).append(r)
+        current = {ep.addr: ep for ep in self.http}
+        kept: list[HttpEndpoint] = []
         for addr, rs in routes.items():
-            ep = HttpEndpoint(addr, rs)
-            ep.start()
-            self.http.append(ep)
-            log.info("http %s serving %s", addr, ", ".join(r.path for r in rs))
+            ep = current.pop(addr, None)
+            if ep is not None:
+                ep.set_routes(rs)
+            else:
+                ep = HttpEndpoint(addr, rs)
+                ep.start()
+                log.info("http %s serving %s", addr, ", ".join(r.path for r in rs))
+            kept.append(ep)
+        for ep in current.values():
+            ep.stop()
+        self.http = kept
 
-    def start_plugins(self) -> None:
-        for h in self.handlers():
+    def start_plugins(self, blocks: list[Block] | None = None) -> None:
+        for h in self.handlers(blocks):
             start = getattr(h, "start", None)
             if callable(start):
                 start()
 
-    def start_listeners(self) -> None:
-        for lst in self.listeners:
+    def _started_hooks(self, blocks: list[Block] | None = None) -> None:
+        for h in self.handlers(blocks):
+            started = getattr(h, "started", None)
+            if callable(started):
+                started()
+
+    def start_listeners(self, listeners: list[Listener] | None = None) -> None:
+        for lst in self.listeners if listeners is None else listeners:
             udp_sock, tcp_sock = bind_pair(lst.host, lst.port)
             lst.port = udp_sock.getsockname()[1]
             label = f"dns://{lst.host}:{lst.port}"
             for z in lst.zones.values():
                 z.server_label = label
-            lst.udp = UdpListener(udp_sock, Dispatcher(lst.zones, "udp", label),
+            family = 2 if ":" in lst.host else 1
+            lst.udp = UdpListener(udp_sock, Dispatcher(lst.zones, "udp", label, family),
                                   offload=any(z.blocking for z in lst.zones.values()))
-            lst.tcp = TcpListener(tcp_sock, Dispatcher(lst.zones, "tcp", label))
+            lst.tcp = TcpListener(tcp_sock, Dispatcher(lst.zones, "tcp", label, family))
             lst.udp.start()
             lst.tcp.start()
+            self.process["listen_addrs"].append((lst.host or "127.0.0.1", lst.port))
             log.info("listening on udp+tcp %s:%d for %s", lst.host or "*", lst.port,
                      " ".join(sorted(lst.zones)))
         self._started = True
+
+    # -- reload ------------------------------------------------------------------------------
+
+    def reload(self, config: tuple[ServerBlock, ...]) -> None:
+        """Swap to a new configuration while serving.
+
+        Setup errors raise before anything changes (the old configuration keeps serving).
+        Listeners on an address and port both configurations use keep their sockets and get
+        the new chains by one reference swap; in-flight queries finish on the old chain, whose
+        plugins are stopped only after a grace period.
+        """
+        with self._reload_lock:
+            blocks, listeners = self._plan(config)
+            try:
+                self.start_plugins(blocks)
+            except BaseException:
+                self._stop_handlers(blocks)
+                raise
+            old_blocks = self.blocks
+            current = {(lst.host, lst.config_port): lst for lst in self.listeners}
+            merged: list[Listener] = []
+            fresh: list[Listener] = []
+            for lst in listeners:
+                live = current.pop((lst.host, lst.config_port), None)
+                if live is not None and live.udp is not None:
+                    live.set_zones(lst.zones)
+                    if live.udp.offload != any(z.blocking for z in lst.zones.values()):
+                        live.udp.set_offload(not live.udp.offload)
+                    merged.append(live)
+                else:
+                    fresh.append(lst)
+                    merged.append(lst)
+            self.start_listeners(fresh)
+            for gone in current.values():
+                self._stop_listener(gone)
+            self.blocks, self.listeners = blocks, merged
+            self.process["ready_reporters"] = self._reporters(blocks)
+            GENERATION.bump()  # stored replies came from the old chains
+            self.start_http(blocks)
+            self._started_hooks(blocks)
+            timer = threading.Timer(RELOAD_GRACE, self._stop_handlers, args=(old_blocks,))
+            timer.daemon = True
+            timer.start()
+            self.reloads += 1
+
+    def _stop_handlers(self, blocks: list[Block]) -> None:
+        for h in self.handlers(blocks):
+            stop = getattr(h, "stop", None)
+            if callable(stop):
+                try:
+                    stop()
+                except Exception:
+                    log.exception("stopping plugin %s", h.name)
+
+    @staticmethod
+    def _stop_listener(lst: Listener) -> None:
+        if lst.udp is not None:
+            lst.udp.stop()
+        if lst.tcp is not None:
+            lst.tcp.stop()
 
     @property
     def lameduck(self) -> float:
@@ -182,17 +318,8 @@ class KdnsServer:
             return
         self._stopped.set()
         for lst in self.listeners:
-            if lst.udp is not None:
-                lst.udp.stop()
-            if lst.tcp is not None:
-                lst.tcp.stop()
-        for h in self.handlers():
-            stop = getattr(h, "stop", None)
-            if callable(stop):
-                try:
-                    stop()
-                except Exception:
-                    log.exception("stopping plugin %s", h.name)
+            self._stop_listener(lst)
+        self._stop_handlers(self.blocks)
         for ep in self.http:
             ep.stop()
         log.info("stopped")

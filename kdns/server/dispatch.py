@@ -21,10 +21,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dnslib import RCODE
+from dnslib import RCODE, DNSRecord
 
 from kdns.dns import wire
 from kdns.plugins.base import GENERATION, Next, Request, Response
+from kdns.server.stats import Entry, Rotation, Stats, make_key
 
 log = logging.getLogger("kdns.server")
 
@@ -46,13 +47,14 @@ class Zone:
     errors: object | None = None
     blocking: bool = False
     """A handler in the chain may wait on the network (it sets ``blocking = True``)."""
+    plugins: tuple[str, ...] = ()
+    """Directive names of the block, for ``coredns_plugin_enabled``."""
 
 
 @dataclass(slots=True)
 class Counters:
     """Plain integers, read by the metrics collector at scrape time (cheap on the hot path)."""
 
-    fast_hits: int = 0
     slow: int = 0
     dropped: int = 0
     formerr: int = 0
@@ -90,8 +92,11 @@ class Dispatcher:
     zones: dict[str, Zone]
     proto: str
     server_label: str
+    family: int = 1
+    """1 for an IPv4 listener, 2 for IPv6 (the ``family`` metric label)."""
     counters: Counters = field(default_factory=Counters)
-    store: dict[bytes, bytes] = field(default_factory=dict)
+    stats: Stats = field(default_factory=Stats)
+    store: dict[bytes, Entry] = field(default_factory=dict)
     generation: int = -1
 
     def route(self, qname_lower: str) -> Zone | None:
@@ -106,20 +111,28 @@ class Dispatcher:
             dot = name.find(".")
             name = name[dot + 1 :] or "."
 
+    def _reset(self) -> None:
+        self.stats.fold(self.store)
+        self.store = {}
+        self.generation = GENERATION.value
+
     def lookup(self, data: bytes) -> bytes | None:
         """The fast path: a stored reply patched for ``data``, or None on a miss."""
         if GENERATION.value != self.generation:
-            self.store.clear()
-            self.generation = GENERATION.value
+            self._reset()
         k = wire.fast_key(data)
         if k is None:
             return None
-        stored = self.store.get(k[0])
-        if stored is None:
+        entry = self.store.get(k[0])
+        if entry is None:
             return None
-        self.counters.fast_hits += 1
+        entry.hits += 1
+        reply = entry.reply
+        if type(reply) is Rotation:
+            reply = reply.next()
         end = k[1]
-        return data[:2] + stored[2:12] + data[12:end] + stored[end:]
+        out: bytes = data[:2] + reply[2:12] + data[12:end] + reply[end:]  # type: ignore[index]
+        return out
 
     def handle(self, data: bytes, client: tuple[str, int]) -> bytes | None:
         """The slow path for one message; returns the reply bytes or None to stay silent."""
@@ -132,46 +145,65 @@ class Dispatcher:
                 self.counters.dropped += 1
             else:
                 self.counters.formerr += 1
-            log.debug("%s from %s:%d: %s", self.proto, client[0], client[1], err.reason)
+                self._count("dropped", 0, err.reply, "", len(data), False, started)
+            log.debug("%s from %s: %s", self.proto, client[0], err.reason)
             return err.reply
+        max_size = query.udp_size if self.proto == "udp" else wire.TCP_MAX_SIZE
         if wire.edns_version(query) > 0:
             # RFC 6891 §6.1.3: BADVERS is extended rcode 16 = upper bits 1, lower bits 0.
             reply = wire.reply_for(query)
             reply.ar[0].ttl = 1 << 24
-            return wire.encode(reply, query.udp_size)
+            out = wire.encode(reply, max_size)
+            self._count("dropped", query.qtype, out, "", len(data), query.do, started)
+            return out
         qname_lower = query.qname.lower()
         zone = self.route(qname_lower)
-        max_size = query.udp_size if self.proto == "udp" else wire.TCP_MAX_SIZE
         if zone is None:
             self.counters.refused += 1
-            return wire.encode(wire.reply_for(query, rcode=RCODE.REFUSED), max_size)
+            out = wire.encode(wire.reply_for(query, rcode=RCODE.REFUSED), max_size)
+            self._count("dropped", query.qtype, out, "", len(data), query.do, started)
+            return out
         req = Request(query.msg, query.qname, qname_lower, query.qtype, query.qclass, client,
                       self.proto, zone.server_label, zone.name, max_size, query.do)
         try:
             resp = zone.chain(req)
         except Exception as err:
             self.counters.servfail_exceptions += 1
-            if not isinstance(err, NoPluginError) and zone.errors is None:
-                log.debug("%s %s: %s", query.qname, wire.qtype_name(query.qtype), err)
-            reply = wire.reply_for(query, rcode=RCODE.SERVFAIL)
-            out = wire.encode(reply, max_size)
+            if not isinstance(err, NoPluginError):
+                self.stats.panics += 1
+                if zone.errors is None:
+                    log.debug("%s %s: %s", query.qname, wire.qtype_name(query.qtype), err)
+            out = wire.encode(wire.reply_for(query, rcode=RCODE.SERVFAIL), max_size)
+            self._count(zone.name, query.qtype, out, "", len(data), query.do, started)
             self._log(req, out, started)
             return out
-        msg = resp.msg
-        if query.edns is not None and not any(r.rtype == 41 for r in msg.ar):
-            msg.add_ar(wire.reply_for(query).ar[0])
-        out = wire.encode(msg, max_size)
+        out = wire.encode(self._with_opt(resp.msg, query), max_size)
         if resp.fast and zone.fast_ok and resp.generation == GENERATION.value:
             k = wire.fast_key(data)
             if k is not None:
-                if self.generation != GENERATION.value:
-                    self.store.clear()
-                    self.generation = GENERATION.value
-                if len(self.store) >= FAST_PATH_MAX_ENTRIES:
-                    self.store.clear()
-                self.store[bytes(k[0])] = bytes(out)
+                stored: bytes | Rotation = bytes(out)
+                if resp.variants:
+                    stored = Rotation([bytes(out), *(wire.encode(self._with_opt(v, query),
+                                                                max_size)
+                                                    for v in resp.variants)])
+                if self.generation != GENERATION.value or len(self.store) >= FAST_PATH_MAX_ENTRIES:
+                    self._reset()
+                self.store[bytes(k[0])] = Entry(stored, make_key(
+                    zone.name, query.qtype, out, resp.plugin, len(data), query.do))
+        self._count(zone.name, query.qtype, out, resp.plugin, len(data), query.do, started)
         self._log(req, out, started)
         return out
+
+    def _count(self, zone: str, qtype: int, out: bytes, plugin: str, req_size: int, do: bool,
+               started: float) -> None:
+        self.stats.add(make_key(zone, qtype, out, plugin, req_size, do),
+                       time.perf_counter() - started)
+
+    @staticmethod
+    def _with_opt(msg: DNSRecord, query: wire.Query) -> DNSRecord:
+        if query.edns is not None and not any(r.rtype == 41 for r in msg.ar):
+            msg.add_ar(wire.reply_for(query).ar[0])
+        return msg
 
     @staticmethod
     def _log(req: Request, out: bytes, started: float) -> None:

@@ -14,11 +14,12 @@ log = logging.getLogger("kdns.server")
 class HttpEndpoint:
     def __init__(self, addr: str, routes: list[Route]) -> None:
         host, port = split_addr(addr, 80)
-        table = {r.path: r.func for r in routes}
+        self.table = {r.path: r.func for r in routes}
+        endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                func = table.get(self.path.split("?", 1)[0])
+                func = endpoint.table.get(self.path.split("?", 1)[0])
                 if func is None:
                     status, ctype, body = 404, "text/plain", b"not found"
                 else:
@@ -42,6 +43,9 @@ class HttpEndpoint:
         self.addr = addr
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True,
                                         name=f"http-{addr}")
+
+    def set_routes(self, routes: list[Route]) -> None:
+        self.table = {r.path: r.func for r in routes}
 
     @property
     def port(self) -> int:

@@ -91,6 +91,16 @@ class UdpListener:
                 self._pool.append(t)
         self._thread.start()
 
+    def set_offload(self, on: bool) -> None:
+        """Start the worker pool (a reload added a blocking plugin); turning it off just stops
+        handing work to it, so no in-flight query is lost."""
+        if on and not self._pool:
+            for i in range(self.workers):
+                t = threading.Thread(target=self._work, name=f"udp-{self.port}-w{i}", daemon=True)
+                t.start()
+                self._pool.append(t)
+        self.offload = on
+
     def _work(self) -> None:
         handle, sendto = self.dispatcher.serve, self.sock.sendto
         while True:
@@ -109,7 +119,7 @@ class UdpListener:
         recvfrom, sendto = sock.recvfrom, sock.sendto
         d = self.dispatcher
         lookup, handle = d.lookup, d.serve
-        offload, put = self.offload, self._queue.put_nowait
+        put = self._queue.put_nowait
         while True:
             try:
                 data, addr = recvfrom(UDP_RECV_SIZE)
@@ -126,7 +136,7 @@ class UdpListener:
             except Exception:
                 reply = None
             if reply is None:
-                if offload:
+                if self.offload:
                     try:
                         put((data, addr))
                     except queue.Full:

@@ -292,7 +292,6 @@ def test_namespace_of_passthrough() -> None:
 def test_start_with_manifests_serves_the_demo(tmp_path: Any) -> None:
     import json
 
-    pytest.importorskip("kdns.k8s.manifests")
     path = tmp_path / "demo.json"
     path.write_text(json.dumps({"kind": "List", "items": kc.OBJECTS}))
     cfg = replace(kc.build_config("default"), manifests=str(path))
@@ -310,7 +309,7 @@ def test_start_with_manifests_serves_the_demo(tmp_path: Any) -> None:
 
 
 def test_broken_manifest_fails_startup(tmp_path: Any) -> None:
-    manifests = pytest.importorskip("kdns.k8s.manifests")
+    import kdns.k8s.manifests as manifests
     path = tmp_path / "bad.yaml"
     path.write_text("kind: Service\nmetadata: [unclosed\n")
     cfg = replace(kc.build_config("default"), manifests=str(path))
