@@ -48,16 +48,19 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
 from cachetools import LRUCache
 from dnslib import QTYPE, RCODE, RR, DNSHeader, DNSRecord
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from kdns.plugins.base import Next, Request, Response
 from kdns.plugins.cache.setup import DENIAL, NAME, SUCCESS, CacheConfig
+from kdns.plugins.metrics import VIEW, server_label
+from kdns.plugins.setup_context import SetupContext
 
 log = logging.getLogger("kdns.cache")
 
@@ -408,3 +411,34 @@ class CacheHandler:
                                    strict=True)
         )
         return DNSRecord(header, questions=[question], rr=rr, auth=auth, ar=ar)
+
+    def metrics(self, ctx: SetupContext) -> Iterator[Any]:
+        """CoreDNS's cache families (reference §3), from the plain counters."""
+        labels = [server_label(ctx), self.cfg.zones[0] if self.cfg.zones else ".", VIEW]
+        c = self.counters
+        entries = GaugeMetricFamily("coredns_cache_entries", "The number of elements in the cache.",
+                                    labels=["server", "type", "zones", "view"])
+        hits = CounterMetricFamily("coredns_cache_hits", "The count of cache hits.",
+                                   labels=["server", "type", "zones", "view"])
+        evictions = CounterMetricFamily("coredns_cache_evictions", "The count of cache evictions.",
+                                        labels=["server", "type", "zones", "view"])
+        for kind, hit, evicted in (("success", c.hits_success, c.evictions_success),
+                                   ("denial", c.hits_denial, c.evictions_denial)):
+            entries.add_metric([labels[0], kind, *labels[1:]], self.entries(kind))
+            hits.add_metric([labels[0], kind, *labels[1:]], hit)
+            evictions.add_metric([labels[0], kind, *labels[1:]], evicted)
+        yield from (entries, hits, evictions)
+        for name, doc, value in (
+            ("coredns_cache_misses", "The count of cache misses. Deprecated, derive misses "
+             "from cache hits/requests counters.", c.misses),
+            ("coredns_cache_requests", "The count of cache requests.", c.requests),
+            ("coredns_cache_prefetch", "The number of times the cache has prefetched a cached "
+             "item.", c.prefetches),
+            ("coredns_cache_drops", "The number responses that are not cached, because the reply "
+             "is malformed.", c.drops),
+            ("coredns_cache_served_stale", "The number of requests served from stale cache "
+             "entries.", c.served_stale),
+        ):
+            fam = CounterMetricFamily(name, doc, labels=["server", "zones", "view"])
+            fam.add_metric(labels, value)
+            yield fam

@@ -42,9 +42,11 @@ import logging
 import random
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from dnslib import RCODE, DNSRecord
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from kdns.plugins.base import Next, Request, Response
 from kdns.plugins.forward.upstream import (
@@ -53,6 +55,8 @@ from kdns.plugins.forward.upstream import (
     Upstream,
     UpstreamError,
 )
+from kdns.plugins.metrics import buckets
+from kdns.plugins.setup_context import SetupContext
 
 if TYPE_CHECKING:
     from kdns.plugins.forward.setup import ForwardConfig
@@ -261,6 +265,43 @@ class ForwardHandler:
         reply = req.msg.reply(ra=1, aa=0)
         reply.header.rcode = rcode
         return Response(reply, "forward")
+
+    def metrics(self, ctx: SetupContext) -> Iterator[Any]:
+        """CoreDNS's forward/proxy families (reference §3), from the plain counters."""
+        duration = HistogramMetricFamily("coredns_proxy_request_duration_seconds", "Histogram of "
+                                         "the time each request took.",
+                                         labels=["proxy_name", "to", "rcode"])
+        hc = CounterMetricFamily("coredns_proxy_healthcheck_failures", "Count of failed health "
+                                 "checks per upstream.", labels=["proxy_name", "to", "rcode"])
+        conn_hits = CounterMetricFamily("coredns_proxy_conn_cache_hits", "Counter of connection "
+                                        "cache hits per upstream and protocol.",
+                                        labels=["proxy_name", "to", "proto"])
+        conn_misses = CounterMetricFamily("coredns_proxy_conn_cache_misses", "Counter of "
+                                          "connection cache misses per upstream and protocol.",
+                                          labels=["proxy_name", "to", "proto"])
+        requests = CounterMetricFamily("coredns_forward_requests", "Counter of requests made per "
+                                       "upstream. Deprecated.", labels=["to"])
+        responses = CounterMetricFamily("coredns_forward_responses", "Counter of responses "
+                                        "received per upstream. Deprecated.", labels=["to", "rcode"])
+        for up in self.upstreams:
+            for rcode, h in up.durations.items():
+                duration.add_metric(["forward", up.label, rcode], buckets(h.bounds, h.counts), h.sum)
+            # kdns does not tell health-check failures apart by rcode (most are timeouts)
+            hc.add_metric(["forward", up.label, ""], up.healthcheck_failures)
+            for proto in ("udp", "tcp"):
+                conn_hits.add_metric(["forward", up.label, proto], up.conn_cache_hits.get(proto, 0))
+                conn_misses.add_metric(["forward", up.label, proto],
+                                       up.conn_cache_misses.get(proto, 0))
+            requests.add_metric([up.label], up.requests)
+            for rcode, n in up.rcodes.items():
+                responses.add_metric([up.label, rcode], n)
+        yield from (duration, hc, conn_hits, conn_misses, requests, responses)
+        yield CounterMetricFamily("coredns_forward_healthcheck_broken", "Counter of the number of "
+                                  "complete failures of the healthchecks.",
+                                  value=self.healthcheck_broken)
+        yield CounterMetricFamily("coredns_forward_max_concurrent_rejects", "Counter of the number "
+                                  "of queries rejected because the concurrent queries were at "
+                                  "maximum.", value=self.max_concurrent_rejects)
 
 
 def _parse(raw: bytes, up: Upstream) -> DNSRecord:

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from typing import Any
 
 from dnslib import QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from kdns.k8s.source import ResourceSpec, Sink, Source, SourceFactory
 from kdns.plugins.base import Next, Request, Response
 from kdns.plugins.kubernetes.answer import Answer, answer
 from kdns.plugins.kubernetes.setup import KubernetesConfig, in_zone
-from kdns.plugins.kubernetes.view import View, ViewBuilder
+from kdns.plugins.kubernetes.view import PROGRAMMING_BUCKETS, View, ViewBuilder
+from kdns.plugins.metrics import buckets
+from kdns.plugins.setup_context import SetupContext
 
 log = logging.getLogger("kdns.kubernetes")
 
@@ -169,3 +174,27 @@ class KubernetesHandler:
             source.stop()
         self._builder.stop()
 
+    def metrics(self, ctx: SetupContext) -> Iterator[Any]:
+        """coredns_kubernetes_dns_programming_duration_seconds and kdns's view state."""
+        hist = HistogramMetricFamily(
+            "coredns_kubernetes_dns_programming_duration_seconds",
+            "Histogram of the time (in seconds) it took to program a dns instance.",
+            labels=["service_kind"])
+        for kind, h in self._builder.programming.items():
+            hist.add_metric([kind], buckets(PROGRAMMING_BUCKETS, h.buckets), h.total)
+        yield hist
+        view = self._builder.view
+        synced = GaugeMetricFamily("kdns_kubernetes_synced", "1 once every informer has listed.",
+                                   labels=["zone"])
+        stale = GaugeMetricFamily("kdns_kubernetes_stale", "1 while the API server is unreachable "
+                                  "and answers come from the last good view.", labels=["zone"])
+        age = GaugeMetricFamily("kdns_kubernetes_view_age_seconds", "Seconds since the served "
+                                "view last changed (its SOA serial).", labels=["zone"])
+        services = GaugeMetricFamily("kdns_kubernetes_services", "Services in the served view.",
+                                     labels=["zone"])
+        zone = self.cfg.primary_zone
+        synced.add_metric([zone], 1 if view.synced else 0)
+        stale.add_metric([zone], 1 if view.stale else 0)
+        age.add_metric([zone], max(0.0, time.time() - view.serial) if view.synced else 0)
+        services.add_metric([zone], view.service_count())
+        yield from (synced, stale, age, services)

@@ -21,6 +21,7 @@ are the interned strings the parser made, shared by every index (reference §5 P
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import logging
 import threading
@@ -239,6 +240,27 @@ def _entry_ips(entry: SvcEntry | None) -> set[str]:
     return ips
 
 
+PROGRAMMING_BUCKETS = tuple(0.001 * 2**i for i in range(20))
+"""CoreDNS's ExponentialBuckets(0.001, 2, 20) for the DNS programming latency."""
+SERVICE_KINDS = ("cluster_ip", "headless_with_selector", "headless_without_selector")
+
+
+class ProgrammingHistogram:
+    """Bucket counts of DNS programming latency (plain ints, read by the metrics collector)."""
+
+    __slots__ = ("buckets", "count", "total")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(PROGRAMMING_BUCKETS) + 1)
+        self.count = 0
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect.bisect_left(PROGRAMMING_BUCKETS, seconds)] += 1
+        self.count += 1
+        self.total += seconds
+
+
 class ViewBuilder:
     """The :class:`~kdns.k8s.source.Sink` that owns the cluster state and publishes Views.
 
@@ -293,6 +315,9 @@ class ViewBuilder:
         self._stopping = False
         self.publishes = 0
         self.last_publish_seconds = 0.0
+        self._programming_pending: list[tuple[str, float]] = []
+        self.programming = {kind: ProgrammingHistogram() for kind in SERVICE_KINDS}
+        """coredns_kubernetes_dns_programming_duration_seconds by service_kind."""
 
     # -- what readers use -------------------------------------------------------------------
 
@@ -437,6 +462,13 @@ class ViewBuilder:
         if rec is not None and self._slices.get(s.key) == rec:
             return
         self._set_slice(s.key, rec)
+        if s.trigger_time is not None and "endpointslices" not in self._listing and s.service:
+            # Only watch events count: a (re)list replays old trigger times. The sample is
+            # taken at the publish that makes the change answerable, not at arrival.
+            entry = self._entries.get((s.namespace, s.service))
+            if entry is not None:
+                kind = "headless_with_selector" if entry.service.headless else "cluster_ip"
+                self._programming_pending.append((kind, s.trigger_time))
 
     def _set_slice(self, key: Key, rec: _SliceRec | None) -> None:
         old = self._slices.get(key)
@@ -619,6 +651,11 @@ class ViewBuilder:
         self._dirty = set()
         self._pending = False
         self.publishes += 1
+        if self._programming_pending:
+            wall = time.time()
+            for kind, trigger in self._programming_pending:
+                self.programming[kind].observe(max(0.0, wall - trigger))
+            self._programming_pending = []
         elapsed = time.perf_counter() - t0
         self.last_publish_seconds = elapsed
         # Keep publishing under a quarter of the time when events never stop coming.
