@@ -161,12 +161,15 @@ def test_bad_cli_arguments_are_usage_errors() -> None:
     assert runner.invoke(main, ["serve", "--dns-port", "70000"]).exit_code == 2
     assert runner.invoke(main, ["serve", "--dns-addr", "not-an-ip"]).exit_code == 2
     assert runner.invoke(main, ["resolve", "kubia", "--ndots", "99"]).exit_code == 2
-    r = runner.invoke(main, ["resolve", "kubia", "--type", "BOGUS", "--manifests", str(DEMO)])
+    r = runner.invoke(main, ["resolve", "kubia", "--type", "BOGUS", "--conf",
+                             str(DEMO / "Corefile")])
     assert r.exit_code == 2 and "unknown record type" in r.output
 
 
 def _resolve(*args: str) -> tuple[int, str]:
-    r = CliRunner().invoke(main, ["resolve", *args, "--manifests", str(DEMO)])
+    # The demo Corefile has no forward: the built-in default forwards to /etc/resolv.conf, and
+    # tests never send a query off this machine.
+    r = CliRunner().invoke(main, ["resolve", *args, "--conf", str(DEMO / "Corefile")])
     return r.exit_code, r.output
 
 
