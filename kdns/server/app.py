@@ -9,6 +9,7 @@ fails readiness at once, keeps serving for the ``health`` plugin's lameduck peri
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -64,6 +65,8 @@ class Listener:
     zones: dict[str, Zone]
     udp: UdpListener | None = None
     tcp: TcpListener | None = None
+    v6: tuple[UdpListener, TcpListener] | None = None
+    """With no bind address: the IPv6 sockets ("::", v6-only) beside the IPv4 ones."""
     config_port: int = -1
     """The port the configuration asked for; reload matches listeners on (host, config_port)."""
 
@@ -73,9 +76,14 @@ class Listener:
         for z in zones.values():
             z.server_label = label
         self.zones = zones
-        for side in (self.udp, self.tcp):
-            if side is not None:
-                side.dispatcher.zones = zones
+        for side in self.sides():
+            side.dispatcher.zones = zones
+
+    def sides(self) -> list[UdpListener | TcpListener]:
+        out: list[UdpListener | TcpListener] = [s for s in (self.udp, self.tcp) if s is not None]
+        if self.v6 is not None:
+            out.extend(self.v6)
+        return out
 
 
 def _setup_block(block: ServerBlock, opts: ServeOptions, process: dict[str, Any]) -> Block:
@@ -233,6 +241,18 @@ class KdnsServer:
             lst.tcp = TcpListener(tcp_sock, Dispatcher(lst.zones, "tcp", label, family))
             lst.udp.start()
             lst.tcp.start()
+            if not lst.host and socket.has_ipv6:
+                try:
+                    u6, t6 = bind_pair("::", lst.port)
+                except OSError as err:  # no IPv6 on this host: IPv4 alone is still a server
+                    log.info("not listening on IPv6 [::]:%d: %s", lst.port, err)
+                else:
+                    offload = any(z.blocking for z in lst.zones.values())
+                    lst.v6 = (UdpListener(u6, Dispatcher(lst.zones, "udp", label, 2),
+                                          offload=offload),
+                              TcpListener(t6, Dispatcher(lst.zones, "tcp", label, 2)))
+                    for side in lst.v6:
+                        side.start()
             self.process["listen_addrs"].append((lst.host or "127.0.0.1", lst.port))
             log.info("listening on udp+tcp %s:%d for %s", lst.host or "*", lst.port,
                      " ".join(sorted(lst.zones)))
@@ -263,8 +283,10 @@ class KdnsServer:
                 live = current.pop((lst.host, lst.config_port), None)
                 if live is not None and live.udp is not None:
                     live.set_zones(lst.zones)
-                    if live.udp.offload != any(z.blocking for z in lst.zones.values()):
-                        live.udp.set_offload(not live.udp.offload)
+                    blocking = any(z.blocking for z in lst.zones.values())
+                    for side in live.sides():
+                        if isinstance(side, UdpListener) and side.offload != blocking:
+                            side.set_offload(blocking)
                     merged.append(live)
                 else:
                     fresh.append(lst)
@@ -293,10 +315,8 @@ class KdnsServer:
 
     @staticmethod
     def _stop_listener(lst: Listener) -> None:
-        if lst.udp is not None:
-            lst.udp.stop()
-        if lst.tcp is not None:
-            lst.tcp.stop()
+        for side in lst.sides():
+            side.stop()
 
     @property
     def lameduck(self) -> float:

@@ -37,6 +37,9 @@ def bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
         tcp = socket.socket(_family(host), socket.SOCK_STREAM)
         try:
             for s in (udp, tcp):
+                if _family(host) == socket.AF_INET6:
+                    # "::" must not also claim IPv4: the 0.0.0.0 sockets serve that family.
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if hasattr(socket, "SO_REUSEPORT"):
                     # Lets a second instance (a rollout, or --workers) share the port.

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from kdns import __version__
+from kdns.server.listeners import UdpListener
 from kdns.server.stats import DURATION_BUCKETS, SIZE_BUCKETS, Stats
 
 if TYPE_CHECKING:
@@ -47,9 +48,8 @@ class ServerCollector(Collector):
 
     def _dispatchers(self) -> Iterator[Dispatcher]:
         for lst in self.server.listeners:
-            for side in (lst.udp, lst.tcp):
-                if side is not None:
-                    yield side.dispatcher
+            for side in lst.sides():
+                yield side.dispatcher
 
     def collect(self) -> Iterator[Any]:
         requests = CounterMetricFamily("coredns_dns_requests", "Counter of DNS requests made per "
@@ -126,15 +126,24 @@ class ServerCollector(Collector):
         rejected = CounterMetricFamily("kdns_tcp_rejected_connections", "TCP connections closed at "
                                        "once because the connection limit was reached.",
                                        labels=["server"])
+        shed_by: dict[str, int] = {}
+        rejected_by: dict[str, int] = {}
+        entries_by: dict[tuple[str, str], int] = {}
         for lst in self.server.listeners:
-            if lst.udp is not None:
-                d = lst.udp.dispatcher
-                entries.add_metric([d.server_label, "udp"], len(d.store))
-                shed.add_metric([d.server_label], lst.udp.shed)
-            if lst.tcp is not None:
-                entries.add_metric([lst.tcp.dispatcher.server_label, "tcp"],
-                                   len(lst.tcp.dispatcher.store))
-                rejected.add_metric([lst.tcp.dispatcher.server_label], lst.tcp.rejected)
+            for side in lst.sides():
+                d = side.dispatcher
+                ek = (d.server_label, d.proto)
+                entries_by[ek] = entries_by.get(ek, 0) + len(d.store)
+                if isinstance(side, UdpListener):
+                    shed_by[d.server_label] = shed_by.get(d.server_label, 0) + side.shed
+                else:
+                    rejected_by[d.server_label] = rejected_by.get(d.server_label, 0) + side.rejected
+        for (server, proto), n in entries_by.items():
+            entries.add_metric([server, proto], n)
+        for server, n in shed_by.items():
+            shed.add_metric([server], n)
+        for server, n in rejected_by.items():
+            rejected.add_metric([server], n)
         yield from (entries, shed, rejected)
         seen: set[int] = set()
         for blk in self.server.blocks:

@@ -167,3 +167,21 @@ def test_zone_not_served_is_refused(big: Running) -> None:
 
 def test_demo_path_exists() -> None:
     assert Path(DEMO).is_dir()
+
+
+def test_a_server_without_bind_address_answers_ipv6_clients_too(tmp_path: Path) -> None:
+    from kdns.config.parser import parse_corefile
+    from kdns.server.app import KdnsServer, ServeOptions
+
+    text = f"cluster.local:53 {{\n    kubernetes {{\n        manifests {DEMO}\n    }}\n}}\n"
+    server = KdnsServer(parse_corefile(text, "Corefile"),
+                        ServeOptions(config_dir=tmp_path, dns_port=0)).build()
+    server.start()
+    try:
+        port = server.listeners[0].port
+        q = dns.message.make_query(KUBIA, "A")
+        assert dns.query.udp(q, "::1", port=port, timeout=2).answer
+        assert dns.query.tcp(q, "::1", port=port, timeout=2).answer
+        assert dns.query.udp(q, "127.0.0.1", port=port, timeout=2).answer
+    finally:
+        server.stop()
