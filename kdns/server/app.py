@@ -163,7 +163,7 @@ class KdnsServer:
                                                "it is already defined")
                 label = f"dns://{host}:{port}"
                 lst.zones[key.zone] = Zone(key.zone, chain, label, errors is not None,
-                                           "log" not in names, errors,
+                                           not names & {"log", "acl"}, errors,
                                            any(getattr(h, "blocking", False) for h in blk.handlers),
                                            tuple(h.name for h in blk.handlers))
         return blocks, list(by_addr.values())
@@ -293,7 +293,7 @@ class KdnsServer:
                     merged.append(lst)
             self.start_listeners(fresh)
             for gone in current.values():
-                self._stop_listener(gone)
+                self._stop_listener(gone, drain=True)
             self.blocks, self.listeners = blocks, merged
             self.process["ready_reporters"] = self._reporters(blocks)
             GENERATION.bump()  # stored replies came from the old chains
@@ -314,9 +314,12 @@ class KdnsServer:
                     log.exception("stopping plugin %s", h.name)
 
     @staticmethod
-    def _stop_listener(lst: Listener) -> None:
+    def _stop_listener(lst: Listener, drain: bool = False) -> None:
         for side in lst.sides():
-            side.stop()
+            if isinstance(side, UdpListener):
+                side.stop(drain=drain)
+            else:
+                side.stop()
 
     @property
     def lameduck(self) -> float:
@@ -331,14 +334,14 @@ class KdnsServer:
         if wait > 0 and self._started:
             log.info("shutting down: not ready, serving for lameduck %.1fs", wait)
             time.sleep(wait)
-        self.stop()
+        self.stop(drain=True)
 
-    def stop(self) -> None:
+    def stop(self, drain: bool = False) -> None:
         if self._stopped.is_set():
             return
         self._stopped.set()
         for lst in self.listeners:
-            self._stop_listener(lst)
+            self._stop_listener(lst, drain)
         self._stop_handlers(self.blocks)
         for ep in self.http:
             ep.stop()

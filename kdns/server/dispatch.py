@@ -43,7 +43,7 @@ class Zone:
     server_label: str
     log_errors: bool = False
     fast_ok: bool = True
-    """False when a plugin must see every query (``log``)."""
+    """False when a plugin must see every query (``log``, ``acl``)."""
     errors: object | None = None
     blocking: bool = False
     """A handler in the chain may wait on the network (it sets ``blocking = True``)."""
@@ -177,6 +177,10 @@ class Dispatcher:
             self._count(zone.name, query.qtype, out, "", len(data), query.do, started)
             self._log(req, out, started)
             return out
+        if req.meta.get("drop"):
+            # A plugin (acl's ``drop``) chose silence: no reply at all, over UDP or TCP.
+            self.counters.dropped += 1
+            return None
         out = wire.encode(self._with_opt(resp.msg, query), max_size)
         if resp.fast and zone.fast_ok and resp.generation == GENERATION.value:
             k = wire.fast_key(data)

@@ -15,6 +15,7 @@ import queue
 import socket
 import struct
 import threading
+import time
 
 from kdns.server.dispatch import Dispatcher
 
@@ -24,6 +25,8 @@ UDP_RECV_SIZE = 4096
 TCP_IDLE_TIMEOUT = 10.0
 """Seconds a TCP connection may sit without a complete query (CoreDNS's idle timeout)."""
 TCP_MAX_CONNECTIONS = 1000
+DRAIN_MAX = 1.0
+"""Upper bound on the seconds a stopping UDP listener spends answering its queue."""
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -153,7 +156,16 @@ class UdpListener:
             except OSError as err:
                 log.debug("udp send to %s failed: %s", addr[0], err)
 
-    def stop(self) -> None:
+    def stop(self, drain: bool = False) -> None:
+        """Close the socket; with ``drain``, first hand new traffic to SO_REUSEPORT siblings
+        and answer what is already queued, so a rollout loses no query.
+
+        Connecting a UDP socket makes the kernel stop choosing it for datagrams from any other
+        peer: the next instance on the port gets them. What was queued before is still ours
+        to read (non-blocking, from this thread, while the loop thread may take some too).
+        """
+        if drain:
+            self._drain()
         self._stopping = True
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
@@ -164,6 +176,34 @@ class UdpListener:
                 self._queue.put_nowait(None)
             except queue.Full:
                 break
+
+    def _drain(self) -> None:
+        discard = ("::1", 9) if self.sock.family == socket.AF_INET6 else ("127.0.0.1", 9)
+        try:
+            self.sock.connect(discard)
+        except OSError as err:
+            log.debug("udp drain: cannot steer traffic away: %s", err)
+            return
+        idle = 0
+        deadline = time.monotonic() + DRAIN_MAX
+        while idle < 3 and time.monotonic() < deadline:
+            try:
+                data, addr = self.sock.recvfrom(UDP_RECV_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                idle += 1
+                time.sleep(0.005)
+                continue
+            except OSError:
+                return
+            idle = 0
+            if addr is None:
+                continue
+            reply = self.dispatcher.serve(data, addr)
+            if reply is not None:
+                with contextlib.suppress(OSError):
+                    self.sock.sendto(reply, addr)
+        while not self._queue.empty() and time.monotonic() < deadline:
+            time.sleep(0.005)  # let the pool finish what it was handed
 
 
 class TcpListener:

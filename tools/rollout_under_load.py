@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Roll kdns instances on one port under steady UDP load and count lost queries.
+
+Two ``kdns serve`` processes share one port with SO_REUSEPORT (as two pods of a DaemonSet on
+hostNetwork do during an update, or the old and new process of a rollout). The script keeps a
+steady query rate from many client sockets (many 4-tuples, so the kernel spreads them across
+instances) while it repeatedly starts a new instance and sends SIGTERM to the oldest, which
+fails readiness, serves through its lameduck period, hands new datagrams to its sibling and
+answers what was queued, then exits 0.
+
+Everything runs on 127.0.0.1; load is bounded in rate, count and time; every process started
+is stopped by its PID. Exit status 0 only when no query was lost or answered wrongly.
+
+    .venv/bin/python tools/rollout_under_load.py [--rate 2000] [--rollovers 3] [--lameduck 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "zones" / "demo"
+NAMES = [
+    (b"\x05kubia\x07default\x03svc\x07cluster\x05local\x00", 0),
+    (b"\x09nginx-svc\x07default\x03svc\x07cluster\x05local\x00", 0),
+    (b"\x04nope\x07default\x03svc\x07cluster\x05local\x00", 3),
+]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+class Instance:
+    def __init__(self, corefile: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kdns.cli", "serve", "--conf", str(corefile),
+             "--dns-addr", "127.0.0.1", "--log-level", "warning"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        self.started = time.monotonic()
+
+    def wait_serving(self, timeout: float = 20.0) -> None:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.startswith("kdns: serving on"):
+                # keep reading the pipe so the child never blocks on a full buffer
+                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+                return
+            if not line and self.proc.poll() is not None:
+                raise RuntimeError(f"kdns exited with {self.proc.returncode}")
+        raise RuntimeError("kdns did not start in time")
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Load:
+    """A steady query rate from ``clients`` sockets; every query must get the right rcode."""
+
+    def __init__(self, port: int, rate: int, clients: int = 64) -> None:
+        self.port, self.rate = port, rate
+        self.socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(clients)]
+        for s in self.socks:
+            s.setblocking(False)
+            s.bind(("127.0.0.1", 0))
+        self.sent = self.answered = self.wrong = 0
+        self.outstanding: dict[tuple[int, int], tuple[float, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, settle: float = 2.5) -> None:
+        self._stop.set()
+        self._thread.join()
+        # collect late replies for queries still in flight, then count the rest as lost
+        self._collect(time.monotonic() + settle)
+
+    def _collect(self, until: float) -> None:
+        sel = selectors.DefaultSelector()
+        for s in self.socks:
+            sel.register(s, selectors.EVENT_READ)
+        while self.outstanding and time.monotonic() < until:
+            for key, _ in sel.select(timeout=0.05):
+                self._read(key.fileobj)  # type: ignore[arg-type]
+        sel.close()
+
+    def _read(self, s: socket.socket) -> None:
+        while True:
+            try:
+                data = s.recv(4096)
+            except BlockingIOError:
+                return
+            if len(data) < 12:
+                continue
+            qid = struct.unpack_from("!H", data)[0]
+            entry = self.outstanding.pop((s.fileno(), qid), None)
+            if entry is None:
+                continue
+            self.answered += 1
+            if data[3] & 0xF != entry[1]:
+                self.wrong += 1
+
+    def _run(self) -> None:
+        sel = selectors.DefaultSelector()
+        for s in self.socks:
+            sel.register(s, selectors.EVENT_READ)
+        interval = 1.0 / self.rate
+        next_send = time.monotonic()
+        i = 0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            while next_send <= now:
+                s = self.socks[i % len(self.socks)]
+                name, rcode = NAMES[i % len(NAMES)]
+                qid = random.getrandbits(16)
+                while (s.fileno(), qid) in self.outstanding:
+                    qid = random.getrandbits(16)
+                packet = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + name + b"\x00\x01\x00\x01"
+                try:
+                    s.sendto(packet, ("127.0.0.1", self.port))
+                    self.sent += 1
+                    self.outstanding[(s.fileno(), qid)] = (now, rcode)
+                except OSError:
+                    pass
+                i += 1
+                next_send += interval
+            for key, _ in sel.select(timeout=max(0.0, next_send - time.monotonic())):
+                self._read(key.fileobj)  # type: ignore[arg-type]
+        sel.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=int, default=2000, help="queries per second (max 20000)")
+    ap.add_argument("--rollovers", type=int, default=3, help="instances replaced (max 10)")
+    ap.add_argument("--lameduck", type=float, default=2.0, help="seconds of lameduck (max 10)")
+    args = ap.parse_args(argv)
+    rate = max(1, min(args.rate, 20000))
+    rollovers = max(1, min(args.rollovers, 10))
+    lameduck = max(0.0, min(args.lameduck, 10.0))
+
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="kdns-rollout-"))
+    corefile = tmp / "Corefile"
+    corefile.write_text(
+        f".:{port} {{\n"
+        f"    health 127.0.0.1:0 {{\n        lameduck {lameduck}s\n    }}\n"
+        f"    kubernetes cluster.local {{\n        manifests {DEMO}\n    }}\n}}\n")
+    instances: list[Instance] = []
+    exits: list[int] = []
+    load = Load(port, rate)
+    try:
+        first = Instance(corefile)
+        first.wait_serving()
+        instances.append(first)
+        load.start()
+        time.sleep(1.0)
+        for n in range(rollovers):
+            new = Instance(corefile)
+            new.wait_serving()
+            instances.append(new)
+            time.sleep(0.5)
+            old = instances.pop(0)
+            t0 = time.monotonic()
+            old.terminate()
+            code = old.proc.wait(timeout=lameduck + 15)
+            exits.append(code)
+            print(f"rollover {n + 1}: old instance pid {old.proc.pid} exited {code} after "
+                  f"{time.monotonic() - t0:.2f}s (lameduck {lameduck:g}s); "
+                  f"sent so far {load.sent}", flush=True)
+            time.sleep(0.5)
+        time.sleep(1.0)
+        load.stop()
+    finally:
+        for inst in instances:
+            inst.terminate()
+        for inst in instances:
+            try:
+                exits.append(inst.proc.wait(timeout=lameduck + 15))
+            except subprocess.TimeoutExpired:
+                inst.kill()
+        for s in load.socks:
+            s.close()
+        for f in tmp.iterdir():
+            f.unlink()
+        tmp.rmdir()
+    lost = load.sent - load.answered
+    print(f"queries sent: {load.sent}, answered: {load.answered}, lost: {lost}, "
+          f"wrong answers: {load.wrong}, rollovers: {rollovers}, "
+          f"instance exit codes: {exits}")
+    return 0 if lost == 0 and load.wrong == 0 and all(c == 0 for c in exits) else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
