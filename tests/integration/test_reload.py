@@ -104,3 +104,17 @@ def test_reload_defaults() -> None:
     block = parse_corefile(".:53 {\n    reload\n}\n", "Corefile")[0]
     h = setup(block.directives[0], SetupContext(block.keys, Path(".")))
     assert isinstance(h, ReloadHandler) and (h.interval, h.jitter) == (30.0, 15.0)
+
+
+def test_reload_under_load_fails_no_query() -> None:
+    """A short run of tools/reload_under_load.py (valid changes and one broken Corefile)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "reload_under_load.py"),
+                        "--rate", "500", "--changes", "1"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "failed: 0," in r.stdout and "broken Corefile kept old config: True" in r.stdout
