@@ -42,6 +42,8 @@ IMPLEMENTED: dict[str, str] = {
     "kubernetes": "kdns.plugins.kubernetes.setup",
     "forward": "kdns.plugins.forward.setup",
     "cache": "kdns.plugins.cache.setup",
+    "hosts": "kdns.plugins.hosts.setup",
+    "file": "kdns.plugins.file.setup",
     "prometheus": "kdns.plugins.prometheus.setup",
     "reload": "kdns.plugins.reload.setup",
 }
