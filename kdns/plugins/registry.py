@@ -44,6 +44,8 @@ IMPLEMENTED: dict[str, str] = {
     "cache": "kdns.plugins.cache.setup",
     "hosts": "kdns.plugins.hosts.setup",
     "file": "kdns.plugins.file.setup",
+    "rewrite": "kdns.plugins.rewrite.setup",
+    "loadbalance": "kdns.plugins.loadbalance.setup",
     "prometheus": "kdns.plugins.prometheus.setup",
     "reload": "kdns.plugins.reload.setup",
 }

@@ -1,0 +1,1 @@
+"""kdns/plugins/loadbalance: CoreDNS's ``loadbalance`` (round-robin order of A/AAAA/MX)."""

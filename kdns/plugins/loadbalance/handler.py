@@ -1,0 +1,117 @@
+"""loadbalance: shuffle the address and MX records of a reply (CoreDNS ``loadbalance round_robin``).
+
+This module owns the order of the answer section on the way back. As in CoreDNS, only NOERROR
+replies (not zone transfers) with more than one A/AAAA or MX record change; the answer becomes
+CNAMEs first (glibc's stub resolver wants the CNAME before its target), then any other records,
+then the addresses (A and AAAA together), then the MX records.
+
+Two paths, because kdns precomputes replies:
+
+* a reply the server will *not* store (``fast`` false) is shuffled uniformly (Fisher-Yates via
+  ``random.shuffle``), every time;
+* a reply it stores in the fast path (``fast`` true) is replayed without the chain, so one
+  shuffle would freeze the order until the data changes. The handler hands the server a small
+  cycle of orders instead (``Response.msg`` plus ``Response.variants``), which the server encodes
+  once and serves in turn. With N records to balance, the cycle is the N rotations of one uniform
+  shuffle when N <= 8, so over every N queries each record comes first exactly once; for larger
+  N it is 8 orders whose first records are 8 distinct records drawn uniformly, each followed by a
+  uniform shuffle of the rest. That bounds the stored bytes at 8 encodings per question while
+  every record is equally likely to lead; the cycle is drawn afresh whenever the data generation
+  moves and the store is rebuilt.
+
+It runs only on misses, so it stays a handful of list operations per reply.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from dnslib import QTYPE, RCODE, RR, DNSHeader, DNSRecord
+
+from kdns.plugins.base import Next, Request, Response
+
+MAX_ORDERS = 8
+"""Most orders stored per fast-path question (the reply, plus up to 7 variants)."""
+
+_ADDRESS = (QTYPE.A, QTYPE.AAAA)
+_TRANSFERS = (QTYPE.AXFR, QTYPE.IXFR)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBalanceConfig:
+    policy: str = "round_robin"
+
+
+class LoadBalanceHandler:
+    name = "loadbalance"
+
+    def __init__(self, cfg: LoadBalanceConfig | None = None, *,
+                 rng: random.Random | None = None) -> None:
+        self.cfg = cfg or LoadBalanceConfig()
+        self._rng = rng or random.Random()
+
+    def serve(self, req: Request, nxt: Next) -> Response:
+        resp = nxt(req)
+        msg = resp.msg
+        if len(msg.rr) < 2 or msg.header.rcode != RCODE.NOERROR or req.qtype in _TRANSFERS:
+            return resp
+        head: list[RR] = []  # CNAMEs, then the other records: they keep their order
+        rest: list[RR] = []
+        address: list[RR] = []
+        mx: list[RR] = []
+        for rr in msg.rr:
+            t = rr.rtype
+            if t in _ADDRESS:
+                address.append(rr)
+            elif t == QTYPE.MX:
+                mx.append(rr)
+            elif t == QTYPE.CNAME:
+                head.append(rr)
+            else:
+                rest.append(rr)
+        if len(address) < 2 and len(mx) < 2:
+            return resp
+        head += rest
+        if not resp.fast:
+            self._rng.shuffle(address)
+            self._rng.shuffle(mx)
+            return Response(with_answer(msg, head + address + mx), resp.plugin,
+                            generation=resp.generation)
+        count = min(max(len(address), len(mx)), MAX_ORDERS)
+        orders = [head + a + m for a, m in zip(self.cycle(address, count),
+                                               self.cycle(mx, count), strict=True)]
+        return Response(with_answer(msg, orders[0]), resp.plugin, fast=True,
+                        generation=resp.generation,
+                        variants=[with_answer(msg, o) for o in orders[1:]])
+
+    def cycle(self, items: list[RR], count: int) -> list[list[RR]]:
+        """``count`` orders of ``items`` in which the first records are spread evenly.
+
+        When ``count`` is a multiple of len(items), the rotations of one uniform shuffle: every
+        record leads equally often and holds every position equally often. Otherwise each order
+        leads with the next record of a uniform shuffle, followed by a shuffle of the others.
+        """
+        n = len(items)
+        if n < 2:
+            return [items] * count
+        base = list(items)
+        self._rng.shuffle(base)
+        if count % n == 0:
+            return [base[i % n:] + base[: i % n] for i in range(count)]
+        out: list[list[RR]] = []
+        for i in range(count):
+            k = i % n
+            others = base[:k] + base[k + 1:]
+            self._rng.shuffle(others)
+            out.append([base[k], *others])
+        return out
+
+
+def with_answer(msg: DNSRecord, answer: list[RR]) -> DNSRecord:
+    """A copy of ``msg`` with another answer section. Every section list and the header are
+    new, because the server adds the OPT record to (and truncation edits) what it encodes, and
+    the original may be shared with a plugin that hands it out again."""
+    h = msg.header
+    return DNSRecord(DNSHeader(id=h.id, bitmap=h.bitmap), questions=list(msg.questions),
+                     rr=answer, auth=list(msg.auth), ar=list(msg.ar))

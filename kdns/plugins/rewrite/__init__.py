@@ -1,0 +1,1 @@
+"""kdns/plugins/rewrite: CoreDNS's ``rewrite`` (question rewrites, answers mapped back)."""
