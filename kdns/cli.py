@@ -131,6 +131,10 @@ def serve(conf: str | None, kubeconfig: str | None, context: str | None,
     signal.signal(signal.SIGINT, on_signal)
     try:
         server.start()
+    except (ConfigError, ValueError) as err:
+        click.echo(f"kdns: {err}", err=True)
+        server.stop()
+        sys.exit(EXIT_CONFIG)
     except OSError as err:
         click.echo(f"kdns: cannot listen: {err}", err=True)
         server.stop()

@@ -46,6 +46,8 @@ IMPLEMENTED: dict[str, str] = {
     "file": "kdns.plugins.file.setup",
     "rewrite": "kdns.plugins.rewrite.setup",
     "loadbalance": "kdns.plugins.loadbalance.setup",
+    "autopath": "kdns.plugins.autopath.setup",
+    "loop": "kdns.plugins.loop.setup",
     "prometheus": "kdns.plugins.prometheus.setup",
     "reload": "kdns.plugins.reload.setup",
 }

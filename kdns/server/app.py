@@ -105,6 +105,12 @@ def _setup_block(block: ServerBlock, opts: ServeOptions, process: dict[str, Any]
         if handler is not None:
             built.append((registry.rank(name), handler))
     built.sort(key=lambda item: item[0])
+    for _, h in built:
+        # Checks that need the whole block (autopath needs the block's kubernetes plugin,
+        # wherever the Corefile put it) run once every directive is set up.
+        finish = getattr(h, "finish_setup", None)
+        if callable(finish):
+            finish()
     return Block(block, [h for _, h in built], ctx)
 
 

@@ -239,3 +239,14 @@ def test_module_entry_point_prints_help() -> None:
     r = subprocess.run([*KDNS, "--help"], capture_output=True, text=True, timeout=30,
                        env={**os.environ})
     assert r.returncode == 0 and "serve" in r.stdout and "resolve" in r.stdout
+
+
+def test_check_reports_autopath_without_pods_verified_wherever_it_is_written(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "Corefile"
+    path.write_text(".:53 {\n  autopath @kubernetes\n  kubernetes cluster.local {\n"
+                    "    pods insecure\n  }\n}\n")
+    r = CliRunner().invoke(main, ["check", str(path)])
+    assert r.exit_code == 2, r.output
+    assert f"{path}:2:" in r.output and "pods verified" in r.output

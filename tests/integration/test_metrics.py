@@ -36,6 +36,9 @@ REFERENCE_FAMILIES = {
     "coredns_health_request_duration_seconds", "coredns_health_request_failures",
     "coredns_reload_failed", "coredns_reload_version_info", "coredns_hosts_entries",
     "coredns_hosts_reload_timestamp_seconds",
+    # The acl plugin's own counters (CoreDNS plugin/acl README; not in the dashboard table).
+    "coredns_acl_blocked_requests", "coredns_acl_filtered_requests",
+    "coredns_acl_allowed_requests", "coredns_acl_dropped_requests",
 }
 
 

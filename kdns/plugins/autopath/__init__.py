@@ -1,0 +1,1 @@
+"""kdns/plugins/autopath: server-side search-path completion (setup parses, handler serves)."""

@@ -1,0 +1,1 @@
+"""kdns/plugins/loop: forwarding-loop detection at start-up (setup parses, handler probes)."""
