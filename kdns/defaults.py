@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 DEFAULT_COREFILE = """\
-# The kubeadm default Corefile (reference: cmd/kubeadm/app/phases/addons/dns/manifests.go),
-# limited to the plugins this kdns release implements.
+# The kubeadm default Corefile (cmd/kubeadm/app/phases/addons/dns/manifests.go), unchanged.
 .:53 {
     errors
     health {
@@ -16,5 +15,16 @@ DEFAULT_COREFILE = """\
        fallthrough in-addr.arpa ip6.arpa
        ttl 30
     }
+    prometheus :9153
+    forward . /etc/resolv.conf {
+       max_concurrent 1000
+    }
+    cache 30 {
+       disable success cluster.local
+       disable denial cluster.local
+    }
+    loop
+    reload
+    loadbalance
 }
 """

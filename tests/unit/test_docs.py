@@ -45,3 +45,16 @@ def test_shipped_corefiles_set_up_with_every_plugin(path: Path) -> None:
     blocks = load_corefile(path)
     server = KdnsServer(blocks, ServeOptions(config_dir=path.parent, corefile=path)).build()
     assert server.listeners
+
+
+def test_the_builtin_default_is_the_kubeadm_corefile_and_sets_up(tmp_path: Path) -> None:
+    from kdns.defaults import DEFAULT_COREFILE
+
+    names = [d.name.text for d in parse_corefile(DEFAULT_COREFILE, "<default>")[0].directives]
+    assert names == ["errors", "health", "ready", "kubernetes", "prometheus", "forward", "cache",
+                     "loop", "reload", "loadbalance"]
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 192.0.2.1\n")  # set up only: nothing is sent anywhere
+    text = DEFAULT_COREFILE.replace("/etc/resolv.conf", str(resolv))
+    server = KdnsServer(parse_corefile(text, "<default>"), ServeOptions(config_dir=tmp_path))
+    assert server.build().listeners
