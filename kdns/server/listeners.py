@@ -220,6 +220,8 @@ class TcpListener:
         self._thread = threading.Thread(target=self._accept, name=f"tcp-{self.port}",
                                         daemon=True)
         self.rejected = 0
+        self.timed_out = 0
+        """Connections closed because a query did not arrive within the idle timeout."""
 
     @property
     def port(self) -> int:
@@ -247,12 +249,20 @@ class TcpListener:
                              name="tcp-conn").start()
 
     def _serve(self, conn: socket.socket, addr: tuple[str, int]) -> None:
-        conn.settimeout(self.idle_timeout)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         buf = b""
         try:
             while not self._stopping:
+                # The whole next query must arrive within the idle timeout: a deadline per
+                # message, not per recv(), so a client trickling a byte at a time cannot keep
+                # a connection (and its thread) forever.
+                deadline = time.monotonic() + self.idle_timeout
                 while len(buf) < 2 or len(buf) < 2 + struct.unpack_from("!H", buf)[0]:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self.timed_out += 1
+                        return
+                    conn.settimeout(left)
                     chunk = conn.recv(65537)
                     if not chunk:
                         return
@@ -263,8 +273,11 @@ class TcpListener:
                 if reply is None:
                     # RFC 7766 §6.2.4: a message we will not answer ends the connection.
                     return
+                conn.settimeout(self.idle_timeout)
                 conn.sendall(struct.pack("!H", len(reply)) + reply)
-        except (OSError, TimeoutError):
+        except TimeoutError:
+            self.timed_out += 1
+        except OSError:
             return
         finally:
             with self._lock:

@@ -185,3 +185,37 @@ def test_a_server_without_bind_address_answers_ipv6_clients_too(tmp_path: Path) 
         assert dns.query.udp(q, "127.0.0.1", port=port, timeout=2).answer
     finally:
         server.stop()
+
+
+def test_tcp_client_trickling_bytes_is_cut_off_at_the_idle_timeout(tmp_path: Path) -> None:
+    server = start_server(f"cluster.local:53 {{\n kubernetes {{\n  manifests {DEMO}\n }}\n}}\n",
+                          tmp_path)
+    tcp = server.listeners[0].tcp
+    assert tcp is not None
+    tcp.idle_timeout = 0.5
+    try:
+        wire = dns.message.make_query(KUBIA, "A").to_wire()
+        framed = struct.pack("!H", len(wire)) + wire
+        with socket.create_connection(("127.0.0.1", server.listeners[0].port), timeout=3) as s:
+            t0 = time.monotonic()
+            closed = False
+            for byte in framed:  # one byte every 0.1 s: each recv is quick, the query is not
+                try:
+                    s.sendall(bytes([byte]))
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(0.1)
+                if time.monotonic() - t0 > 2:
+                    break
+            if not closed:
+                s.settimeout(1)
+                closed = s.recv(2) == b""
+        assert closed
+        assert time.monotonic() - t0 < 1.5
+        assert tcp.timed_out == 1
+        # and a normal client is still served at once
+        q = dns.message.make_query(KUBIA, "A")
+        assert dns.query.tcp(q, "127.0.0.1", port=server.listeners[0].port, timeout=2).answer
+    finally:
+        server.stop()
