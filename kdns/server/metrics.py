@@ -126,8 +126,12 @@ class ServerCollector(Collector):
         rejected = CounterMetricFamily("kdns_tcp_rejected_connections", "TCP connections closed at "
                                        "once because the connection limit was reached.",
                                        labels=["server"])
+        timed_out = CounterMetricFamily("kdns_tcp_timed_out_connections", "TCP connections "
+                                        "closed because a query did not arrive within the idle "
+                                        "timeout.", labels=["server"])
         shed_by: dict[str, int] = {}
         rejected_by: dict[str, int] = {}
+        timed_out_by: dict[str, int] = {}
         entries_by: dict[tuple[str, str], int] = {}
         for lst in self.server.listeners:
             for side in lst.sides():
@@ -138,13 +142,17 @@ class ServerCollector(Collector):
                     shed_by[d.server_label] = shed_by.get(d.server_label, 0) + side.shed
                 else:
                     rejected_by[d.server_label] = rejected_by.get(d.server_label, 0) + side.rejected
+                    timed_out_by[d.server_label] = (timed_out_by.get(d.server_label, 0)
+                                                    + side.timed_out)
         for (server, proto), n in entries_by.items():
             entries.add_metric([server, proto], n)
         for server, n in shed_by.items():
             shed.add_metric([server], n)
         for server, n in rejected_by.items():
             rejected.add_metric([server], n)
-        yield from (entries, shed, rejected)
+        for server, n in timed_out_by.items():
+            timed_out.add_metric([server], n)
+        yield from (entries, shed, rejected, timed_out)
         seen: set[int] = set()
         for blk in self.server.blocks:
             for h in blk.handlers:
