@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dnslib import RCODE, DNSRecord
+from dnslib import QTYPE, RCODE, RR, DNSRecord
+from dnslib.dns import RD
 
 from kdns.dns import wire
 from kdns.plugins.base import GENERATION, Next, Request, Response
@@ -163,6 +164,8 @@ class Dispatcher:
             out = wire.encode(wire.reply_for(query, rcode=RCODE.REFUSED), max_size)
             self._count("dropped", query.qtype, out, "", len(data), query.do, started)
             return out
+        if query.qtype == QTYPE.ANY:
+            return self._any(data, query, zone, max_size, started)
         req = Request(query.msg, query.qname, qname_lower, query.qtype, query.qclass, client,
                       self.proto, zone.server_label, zone.name, max_size, query.do)
         try:
@@ -184,7 +187,7 @@ class Dispatcher:
         out = wire.encode(self._with_opt(resp.msg, query), max_size)
         if resp.fast and zone.fast_ok and resp.generation == GENERATION.value:
             k = wire.fast_key(data)
-            if k is not None:
+            if k is not None and wire.patchable(out, data):
                 stored: bytes | Rotation = bytes(out)
                 if resp.variants:
                     stored = Rotation([bytes(out), *(wire.encode(self._with_opt(v, query),
@@ -196,6 +199,21 @@ class Dispatcher:
                     zone.name, query.qtype, out, resp.plugin, len(data), query.do))
         self._count(zone.name, query.qtype, out, resp.plugin, len(data), query.do, started)
         self._log(req, out, started)
+        return out
+
+    def _any(self, data: bytes, query: wire.Query, zone: Zone, max_size: int,
+             started: float) -> bytes:
+        """RFC 8482 §4.2: answer ANY with one synthesized HINFO, never the name's RRsets, so
+        ANY cannot be used to draw large replies (amplification). As CoreDNS's *any*."""
+        reply = wire.reply_for(query)
+        # HINFO rdata is two <character-string>s: CPU "RFC8482", OS "" (dnslib has no type).
+        reply.add_answer(RR(query.qname, QTYPE.HINFO, rdata=RD(b"\x07RFC8482\x00"), ttl=8482))
+        out = wire.encode(reply, max_size)
+        k = wire.fast_key(data)
+        if k is not None and self.generation == GENERATION.value:
+            self.store[bytes(k[0])] = Entry(out, make_key(zone.name, query.qtype, out, "any",
+                                                          len(data), query.do))
+        self._count(zone.name, query.qtype, out, "any", len(data), query.do, started)
         return out
 
     def _count(self, zone: str, qtype: int, out: bytes, plugin: str, req_size: int, do: bool,

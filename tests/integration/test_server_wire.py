@@ -219,3 +219,13 @@ def test_tcp_client_trickling_bytes_is_cut_off_at_the_idle_timeout(tmp_path: Pat
         assert dns.query.tcp(q, "127.0.0.1", port=server.listeners[0].port, timeout=2).answer
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("name", [KUBIA, "web.shop.svc.cluster.local.", "nope.default.svc.cluster.local."])
+def test_any_gets_the_rfc8482_minimal_answer(demo: Running, name: str) -> None:
+    for _ in range(2):  # slow path, then fast path
+        r = demo.udp(name, "ANY")
+        assert r.rcode() == dns.rcode.NOERROR
+        assert len(r.answer) == 1 and r.answer[0].rdtype == dns.rdatatype.HINFO
+        assert r.answer[0][0].cpu == b"RFC8482" and r.answer[0][0].os == b""
+        assert len(r.to_wire()) < 100
