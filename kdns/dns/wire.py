@@ -103,14 +103,40 @@ def _header_only(data: bytes, rcode: int, *, question: bytes = b"") -> bytes:
 
 
 def _question_bytes(data: bytes) -> bytes:
-    """The raw first question of ``data`` if it parses cleanly, else b""."""
+    """The first question of ``data``, re-encoded without compression, if the header declares
+    one and it parses cleanly, else b"".
+
+    Re-encoded, not copied: a compression pointer in the query's name may point at bytes the
+    reply does not have. Labels over 63 octets or names over 255 (RFC 1035 §2.3.4) are not
+    echoed either: a strict client could not read the reply back.
+    """
+    if data[4:6] == b"\x00\x00":  # QDCOUNT 0: there is no question to repeat
+        return b""
     try:
         buf = DNSBuffer(data)
         buf.offset = 12
-        DNSQuestion.parse(buf)
+        question = DNSQuestion.parse(buf)
     except _PARSE_ERRORS:
         return b""
-    return data[12 : buf.offset]
+    name = b"".join(bytes([len(label)]) + label for label in question.qname.label) + b"\x00"
+    if len(name) > 255 or any(len(label) > 63 for label in question.qname.label):
+        return b""
+    return name + struct.pack("!HH", int(question.qtype), int(question.qclass))
+
+
+def patchable(reply: bytes, query: bytes) -> bool:
+    """Whether :func:`patch` may serve ``reply`` to later queries with ``query``'s key.
+
+    ``patch`` splices a new query's name into the stored reply at the query's offsets, so the
+    reply must repeat the query's question byte for byte. A query whose name uses compression
+    (legal, and parsed) gets a reply with the name spelled out: storing it would corrupt every
+    later hit.
+    """
+    i = 12  # the reply's question is dnslib's encoding: plain labels, no pointer
+    while i < len(reply) and reply[i]:
+        i += reply[i] + 1
+    i += 5
+    return i <= len(reply) and reply[12:i] == query[12:i]
 
 
 def parse_query(data: bytes) -> Query:
@@ -145,13 +171,17 @@ def parse_query(data: bytes) -> Query:
         # dnslib reads 0x40-0x7F length bytes as long labels; RFC 1035 §2.3.4 caps them at 63
         # (and RFC 6891 retired the extended label types those bytes once meant).
         raise WireError("label longer than 63 bytes", _header_only(data, RCODE.FORMERR))
+    if sum(len(label) + 1 for label in question.qname.label) >= 255:
+        # RFC 1035 §2.3.4: 255 octets at most, the root's zero byte included. A reply echoing
+        # a longer name is one a strict client cannot read.
+        raise WireError("name longer than 255 bytes", _header_only(data, RCODE.FORMERR))
     if buf.offset != len(data):
         raise WireError("trailing bytes", _header_only(data, RCODE.FORMERR,
                                                         question=_question_bytes(data)))
     opts = [r for r in ar if r.rtype == QTYPE.OPT]
     if len(opts) > 1:  # RFC 6891 §6.1.1
         raise WireError("several OPT records", _header_only(data, RCODE.FORMERR,
-                                                             question=data[12:_qend(data)]))
+                                                             question=_question_bytes(data)))
     msg = DNSRecord(header, [question], rr, auth=auth, ar=ar)
     edns = opts[0] if opts else None
     udp_size = UDP_DEFAULT_SIZE
@@ -164,11 +194,6 @@ def parse_query(data: bytes) -> Query:
     if not qname.endswith("."):
         qname += "."
     return Query(msg, qname, int(question.qtype), int(question.qclass), edns, udp_size, do)
-
-
-def _qend(data: bytes) -> int:
-    end = data.find(0, 12)
-    return end + 5 if end >= 0 else 12
 
 
 def _rr(buf: DNSBuffer) -> RR:

@@ -164,7 +164,9 @@ class Dispatcher:
             out = wire.encode(wire.reply_for(query, rcode=RCODE.REFUSED), max_size)
             self._count("dropped", query.qtype, out, "", len(data), query.do, started)
             return out
-        if query.qtype == QTYPE.ANY:
+        if query.qtype == QTYPE.ANY and zone.fast_ok:
+            # Not where a plugin must see every query (acl, log): there ANY goes down the chain,
+            # or a blocked client would get this answer (acl runs before any in CoreDNS too).
             return self._any(data, query, zone, max_size, started)
         req = Request(query.msg, query.qname, qname_lower, query.qtype, query.qclass, client,
                       self.proto, zone.server_label, zone.name, max_size, query.do)
@@ -210,7 +212,9 @@ class Dispatcher:
         reply.add_answer(RR(query.qname, QTYPE.HINFO, rdata=RD(b"\x07RFC8482\x00"), ttl=8482))
         out = wire.encode(reply, max_size)
         k = wire.fast_key(data)
-        if k is not None and self.generation == GENERATION.value:
+        if k is not None and wire.patchable(out, data):
+            if self.generation != GENERATION.value or len(self.store) >= FAST_PATH_MAX_ENTRIES:
+                self._reset()  # random ANY names must not grow the store without bound either
             self.store[bytes(k[0])] = Entry(out, make_key(zone.name, query.qtype, out, "any",
                                                           len(data), query.do))
         self._count(zone.name, query.qtype, out, "any", len(data), query.do, started)
