@@ -37,9 +37,14 @@ class HttpEndpoint:
             def log_message(self, format: str, *args: object) -> None:
                 return  # probes every few seconds would flood the log
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.server = ThreadingHTTPServer((host or "0.0.0.0", port), Handler)
-        self.server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            allow_reuse_address = True
+            # Like the DNS sockets: a new instance (a NodeLocal DaemonSet surge, a rollout on
+            # hostNetwork) binds the probe and metrics ports before the old one has left.
+            allow_reuse_port = True
+            daemon_threads = True
+
+        self.server = Server((host or "0.0.0.0", port), Handler)
         self.addr = addr
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True,
                                         name=f"http-{addr}")
