@@ -30,6 +30,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import urllib3
+
 from kdns.k8s.client import ConnectionConfig, build_api_client
 from kdns.k8s.objects import PARSERS, meta_of
 from kdns.k8s.source import RESOURCES, Key, ResourceSpec, Sink
@@ -184,8 +186,17 @@ class _Informer:
         method, url, headers, _, _ = client.param_serialize(
             "GET", self.path, query_params=params,
             header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
-        rest = client.call_api(method, url, header_params=headers,
-                               _request_timeout=(self.source.connect_timeout, read_timeout))
+        try:
+            rest = client.call_api(method, url, header_params=headers,
+                                   _request_timeout=(self.source.connect_timeout, read_timeout))
+        except urllib3.exceptions.ProtocolError:
+            # A pooled keep-alive connection the server closed while it sat idle (HTTP allows
+            # that at any time) fails at once on reuse; that is not an outage. One immediate
+            # retry gets a fresh connection; a second failure is a real one.
+            if self.source._stop.is_set():
+                raise
+            rest = client.call_api(method, url, header_params=headers,
+                                   _request_timeout=(self.source.connect_timeout, read_timeout))
         resp = rest.response
         with self._lock:
             self._resp = resp
