@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 import dns.message
 import dns.query
 import dns.rcode
+import pytest
 
 from tests import fakeapi
 from tests.conftest import DEMO, start_server
@@ -80,7 +82,10 @@ def test_lameduck_not_ready_at_once_healthy_and_serving_then_stops(tmp_path: Pat
     assert _status(hport, "/health") == 0  # gone after the drain
 
 
-def test_startup_timeout_waits_then_serves_servfail_for_the_zone(tmp_path: Path) -> None:
+def test_startup_timeout_waits_then_serves_servfail_for_the_zone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="kdns")
     with fakeapi.FakeApiServer() as api:
         api.set_outage(True, mode="503")
         kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"))
@@ -89,6 +94,10 @@ def test_startup_timeout_waits_then_serves_servfail_for_the_zone(tmp_path: Path)
         server = start_server(f"""
             .:53 {{
                 ready 127.0.0.1:{rport}
+                hosts {{
+                    192.0.2.7 other.example.test
+                    fallthrough
+                }}
                 kubernetes cluster.local {{
                     kubeconfig {kubeconfig}
                     startup_timeout 1s
@@ -102,6 +111,13 @@ def test_startup_timeout_waits_then_serves_servfail_for_the_zone(tmp_path: Path)
             r = dns.query.udp(dns.message.make_query(KUBIA, "A"), "127.0.0.1",
                               port=server.listeners[0].port, timeout=2)
             assert r.rcode() == dns.rcode.SERVFAIL
+            # names of other zones are served meanwhile
+            other = dns.query.udp(dns.message.make_query("other.example.test.", "A"),
+                                  "127.0.0.1", port=server.listeners[0].port, timeout=2)
+            assert [a.address for a in other.answer[0]] == ["192.0.2.7"]
+            logged = caplog.text
+            assert "waiting for Kubernetes API" in logged
+            assert "starting server with unsynced Kubernetes API" in logged
             api.set_outage(False)
             deadline = time.monotonic() + 5
             while _status(rport, "/ready") != 200:
