@@ -48,6 +48,7 @@ IMPLEMENTED: dict[str, str] = {
     "loadbalance": "kdns.plugins.loadbalance.setup",
     "autopath": "kdns.plugins.autopath.setup",
     "loop": "kdns.plugins.loop.setup",
+    "acl": "kdns.plugins.acl.setup",
     "prometheus": "kdns.plugins.prometheus.setup",
     "reload": "kdns.plugins.reload.setup",
 }
@@ -65,7 +66,7 @@ KNOWN_COREDNS = frozenset(
     }
 )
 
-REPEATABLE = frozenset({"rewrite"})
+REPEATABLE = frozenset({"rewrite", "acl"})
 """Directives that may appear several times in a block; their setup returns the handler the
 first time and ``None`` after (adding rules to it)."""
 

@@ -209,7 +209,7 @@ class Dispatcher:
         ANY cannot be used to draw large replies (amplification). As CoreDNS's *any*."""
         reply = wire.reply_for(query)
         # HINFO rdata is two <character-string>s: CPU "RFC8482", OS "" (dnslib has no type).
-        reply.add_answer(RR(query.qname, QTYPE.HINFO, rdata=RD(b"\x07RFC8482\x00"), ttl=8482))
+        reply.add_answer(RR(query.msg.q.qname, QTYPE.HINFO, rdata=RD(b"\x07RFC8482\x00"), ttl=8482))
         out = wire.encode(reply, max_size)
         k = wire.fast_key(data)
         if k is not None and wire.patchable(out, data):

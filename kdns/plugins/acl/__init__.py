@@ -1,0 +1,1 @@
+"""kdns/plugins/acl: source-address access control (setup parses, handler serves)."""

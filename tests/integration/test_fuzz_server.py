@@ -1,0 +1,153 @@
+"""Property-based fuzzing of the served packet path: kdns's dispatchers over the demo cluster,
+in process and over real UDP sockets (hypothesis; strategies from tests/unit/test_fuzz_wire.py).
+
+Every datagram is served twice, so a reply stored by the slow path is then served by the fast
+path too. Invariants (``check_reply``): every reply parses with dnspython, echoes the ID and,
+when the query had one well-formed question, that question as spelled; QR is set; the rcode is
+one of NOERROR, NXDOMAIN, FORMERR, NOTIMP, REFUSED, SERVFAIL, BADVERS (SERVFAIL is what a name
+no plugin handles gets, as in CoreDNS). Silence only for fewer than 12 bytes or QR=1. No plugin
+raises (``panics`` stays put), and the server answers a valid query correctly afterwards.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+from datetime import timedelta
+
+import dns.message
+import dns.rcode
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from kdns.dns import wire
+from kdns.server.dispatch import Dispatcher
+from tests.conftest import Running
+from tests.unit.test_fuzz_wire import check_reply, datagrams, expects_silence
+
+KUBIA = "kubia.default.svc.cluster.local."
+KUBIA_IP = "10.98.237.175"
+CLIENT = ("127.0.0.1", 40000)
+
+SERVER_FUZZ = settings(max_examples=250, deadline=timedelta(seconds=2),
+                       suppress_health_check=[HealthCheck.too_slow,
+                                              HealthCheck.filter_too_much])
+
+
+def probe(qid: int) -> bytes:
+    q = dns.message.make_query(KUBIA, "A", id=qid)
+    return q.to_wire()
+
+
+def assert_probe_answered(reply: bytes | None, qid: int) -> None:
+    assert reply is not None, "no answer to a valid query after the fuzz input"
+    msg = dns.message.from_wire(reply)
+    assert msg.id == qid and msg.rcode() == dns.rcode.NOERROR
+    assert [rd.address for rrset in msg.answer for rd in rrset] == [KUBIA_IP]
+
+
+def assert_size(data: bytes, reply: bytes | None, proto: str) -> None:
+    """UDP replies stay within 512 bytes for a client without EDNS (no additional records at
+    all), and within kdns's own cap otherwise."""
+    if reply is None or proto != "udp":
+        return
+    assert len(reply) <= wire.UDP_MAX_SIZE
+    if len(data) >= 12 and data[10:12] == b"\x00\x00":
+        assert len(reply) <= wire.UDP_DEFAULT_SIZE
+
+
+@pytest.fixture(scope="module", params=["udp", "tcp"])
+def dispatcher(request: pytest.FixtureRequest, demo: Running) -> Dispatcher:
+    d: Dispatcher = demo.server.dispatcher(request.param)
+    return d
+
+
+@SERVER_FUZZ
+@given(data=datagrams())
+def test_dispatcher_replies_are_wellformed(dispatcher: Dispatcher, data: bytes) -> None:
+    panics = dispatcher.stats.panics
+    for _ in range(2):  # the second time may come from the fast path
+        reply = dispatcher.serve(data, CLIENT)
+        check_reply(data, reply)
+        assert_size(data, reply, dispatcher.proto)
+    assert dispatcher.stats.panics == panics, "a plugin raised on this input"
+    qid = (int.from_bytes(data[:2], "big") + 1) & 0xFFFF if len(data) >= 2 else 7
+    assert_probe_answered(dispatcher.serve(probe(qid), CLIENT), qid)
+
+
+def test_compressed_question_is_not_stored_for_the_fast_path(dispatcher: Dispatcher) -> None:
+    """Regression: a question name ending in a compression pointer (to the header's zero byte
+    at offset 4, i.e. the root) was stored, and every later hit spliced the compressed name
+    into the stored, uncompressed reply: a corrupt packet."""
+    header = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 1)
+    name = b"\x05kubia\x07default\x03svc\x07cluster\x05local\xc0\x04"
+    opt = b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0)
+    data = header + name + b"\x00\x01\x00\x01" + opt
+    for _ in range(3):
+        msg = check_reply(data, dispatcher.serve(data, CLIENT))
+        assert msg is not None
+        assert [rd.address for rrset in msg.answer for rd in rrset] == [KUBIA_IP]
+
+
+def test_compressed_any_question_is_not_stored_for_the_fast_path(dispatcher: Dispatcher) -> None:
+    """Regression: the RFC 8482 ANY answer was stored for a compressed question too."""
+    header = struct.pack("!HHHHHH", 0x4321, 0x0100, 1, 0, 0, 1)
+    name = b"\x01x\x05kubia\x07default\x03svc\x07cluster\x05local\xc0\x04"
+    data = header + name + b"\x00\xff\x00\x01" + b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0)
+    for _ in range(3):
+        msg = check_reply(data, dispatcher.serve(data, CLIENT))
+        assert msg is not None and msg.rcode() == dns.rcode.NOERROR
+
+
+@pytest.mark.parametrize("label", [b"l\xdf\x9cal", b"\x00\x00", "bücher".encode()])
+def test_any_for_a_name_that_is_not_a_hostname_is_answered(dispatcher: Dispatcher,
+                                                           label: bytes) -> None:
+    """Regression (found by bench/fuzz_atheris.py): the ANY answer was built from the name as
+    text, which dnslib re-encodes with IDNA; a binary or non-ASCII label raised, and the query
+    got no reply at all."""
+    data = (struct.pack("!HHHHHH", 0xDB77, 0x0100, 1, 0, 0, 0) + bytes([len(label)]) + label
+            + b"\x00\x00\xff\x00\x01")
+    for _ in range(2):
+        msg = check_reply(data, dispatcher.serve(data, CLIENT))
+        assert msg is not None and msg.rcode() == dns.rcode.NOERROR
+        assert msg.answer[0].name.labels[0] == label
+
+
+def test_any_answers_do_not_grow_the_store_without_bound(
+        dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: stored ANY answers skipped the store's size bound, so random names grew
+    memory without limit."""
+    monkeypatch.setattr("kdns.server.dispatch.FAST_PATH_MAX_ENTRIES", 50)
+    for i in range(200):
+        q = dns.message.make_query(f"n{i}.example.com.", "ANY", use_edns=0)
+        check_reply(q.to_wire(), dispatcher.serve(q.to_wire(), CLIENT))
+        assert len(dispatcher.store) <= 50
+
+
+@pytest.fixture(scope="module")
+def client(demo: Running) -> Iterator[socket.socket]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.connect(("127.0.0.1", demo.port))
+        s.settimeout(3)
+        yield s
+
+
+@settings(max_examples=120, deadline=timedelta(seconds=5),
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=datagrams())
+def test_udp_replies_are_wellformed(client: socket.socket, data: bytes) -> None:
+    # The fuzz input, then a valid query: the UDP listener answers in order, so the first
+    # datagram back is the fuzz input's reply unless the server (rightly) stayed silent. No
+    # waiting on a timeout to prove silence.
+    qid = (int.from_bytes(data[:2], "big") + 1) & 0xFFFF if len(data) >= 2 else 7
+    client.send(data)
+    client.send(data)
+    client.send(probe(qid))
+    if not expects_silence(data):
+        for _ in range(2):
+            reply = client.recv(65535)
+            check_reply(data, reply)
+            assert_size(data, reply, "udp")
+    assert_probe_answered(client.recv(65535), qid)
