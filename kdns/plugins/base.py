@@ -112,3 +112,33 @@ class Generation:
 
 
 GENERATION = Generation()
+
+
+class WouldBlock(BaseException):
+    """Raised by a plugin that would wait on the network while :func:`must_not_block` holds.
+
+    The UDP receive loop first tries every fast-path miss inline, under that flag: cluster
+    names, cache hits and local zones are answered at once, and only a query that needs an
+    upstream (``forward``) raises this and moves to the worker pool. A BaseException, so the
+    ``except Exception`` of plugins that guard sub-queries lets it through untouched.
+    """
+
+
+_thread_state = threading.local()
+
+
+def must_not_block() -> bool:
+    """True in the UDP receive loop: a plugin about to wait on the network raises WouldBlock."""
+    return bool(getattr(_thread_state, "inline", False))
+
+
+class inline_only:
+    """Context manager marking the current thread's chain call as must-not-block."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        _thread_state.inline = True
+
+    def __exit__(self, *exc: object) -> None:
+        _thread_state.inline = False

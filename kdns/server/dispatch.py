@@ -25,7 +25,7 @@ from dnslib import QTYPE, RCODE, RR, DNSRecord
 from dnslib.dns import RD
 
 from kdns.dns import wire
-from kdns.plugins.base import GENERATION, Next, Request, Response
+from kdns.plugins.base import GENERATION, Next, Request, Response, WouldBlock, inline_only
 from kdns.server.stats import Entry, Rotation, Stats, make_key
 
 log = logging.getLogger("kdns.server")
@@ -138,7 +138,6 @@ class Dispatcher:
     def handle(self, data: bytes, client: tuple[str, int]) -> bytes | None:
         """The slow path for one message; returns the reply bytes or None to stay silent."""
         started = time.perf_counter()
-        self.counters.slow += 1
         try:
             query = wire.parse_query(data)
         except wire.WireError as err:
@@ -172,6 +171,8 @@ class Dispatcher:
                       self.proto, zone.server_label, zone.name, max_size, query.do)
         try:
             resp = zone.chain(req)
+        except WouldBlock:
+            raise  # not an answer: the listener retries this query where it may wait
         except Exception as err:
             self.counters.servfail_exceptions += 1
             if not isinstance(err, NoPluginError):
@@ -225,6 +226,28 @@ class Dispatcher:
         self.stats.add(make_key(zone, qtype, out, plugin, req_size, do),
                        time.perf_counter() - started)
 
+    def handle_safely(self, data: bytes, client: tuple[str, int]) -> bytes | None:
+        """The slow path in a worker (the fast path was already tried); never raises."""
+        try:
+            return self.handle(data, client)
+        except Exception:
+            log.exception("unexpected error serving a %s query from %s", self.proto, client)
+            self.counters.servfail_exceptions += 1
+            return None
+
+    def try_inline(self, data: bytes, client: tuple[str, int]) -> bytes | WouldBlock | None:
+        """The slow path under must-not-block: the reply, None (silence), or a WouldBlock
+        instance when the query needs a worker (it is then counted there, not here)."""
+        try:
+            with inline_only():
+                return self.handle(data, client)
+        except WouldBlock as wb:
+            return wb
+        except Exception:
+            log.exception("unexpected error serving a %s query from %s", self.proto, client)
+            self.counters.servfail_exceptions += 1
+            return None
+
     @staticmethod
     def _with_opt(msg: DNSRecord, query: wire.Query) -> DNSRecord:
         if query.edns is not None and not any(r.rtype == 41 for r in msg.ar):
@@ -243,7 +266,13 @@ class Dispatcher:
             hit = self.lookup(data)
             if hit is not None:
                 return hit
+            self.counters.slow += 1
             return self.handle(data, client)
+        except WouldBlock:
+            # Only raised under inline_only(), which serve() never sets; answer SERVFAIL
+            # rather than let a packet escape unanswered if a plugin raises it anyway.
+            log.error("a plugin raised WouldBlock outside the UDP loop's inline attempt")
+            return None
         except Exception:  # the process never dies of a packet (STYLE lesson 9)
             log.exception("unexpected error serving a %s query from %s", self.proto, client)
             self.counters.servfail_exceptions += 1

@@ -17,6 +17,7 @@ import struct
 import threading
 import time
 
+from kdns.plugins.base import WouldBlock
 from kdns.server.dispatch import Dispatcher
 
 log = logging.getLogger("kdns.server")
@@ -108,7 +109,7 @@ class UdpListener:
         self.offload = on
 
     def _work(self) -> None:
-        handle, sendto = self.dispatcher.serve, self.sock.sendto
+        handle, sendto = self.dispatcher.handle_safely, self.sock.sendto
         while True:
             item = self._queue.get()
             if item is None:
@@ -124,7 +125,7 @@ class UdpListener:
         sock = self.sock
         recvfrom, sendto = sock.recvfrom, sock.sendto
         d = self.dispatcher
-        lookup, handle = d.lookup, d.serve
+        lookup, handle, try_inline = d.lookup, d.serve, d.try_inline
         put = self._queue.put_nowait
         while True:
             try:
@@ -143,12 +144,19 @@ class UdpListener:
                 reply = None
             if reply is None:
                 if self.offload:
-                    try:
-                        put((data, addr))
-                    except queue.Full:
-                        self.shed += 1
-                    continue
-                reply = handle(data, addr)
+                    # Answer inline what needs no network (cluster names, cache hits); only a
+                    # query that would wait on an upstream goes to the worker pool.
+                    self.dispatcher.counters.slow += 1
+                    attempt = try_inline(data, addr)
+                    if isinstance(attempt, WouldBlock):
+                        try:
+                            put((data, addr))
+                        except queue.Full:
+                            self.shed += 1
+                        continue
+                    reply = attempt
+                else:
+                    reply = handle(data, addr)
                 if reply is None:
                     continue
             try:

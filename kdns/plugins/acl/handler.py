@@ -132,8 +132,8 @@ class AclHandler:
         decision = self.decide(req)
         action = ALLOW if decision is None else decision[0]
         if action == ALLOW:
+            resp = nxt(req)  # counted after: an inline attempt abandoned for a worker must not count
             self.allowed += 1
-            resp = nxt(req)
             # The answer may differ for another client (a blocked one), so it must not be
             # stored where the server would hand it to anyone who sends the same bytes.
             return dataclasses.replace(resp, fast=False) if resp.fast else resp

@@ -57,7 +57,7 @@ from cachetools import LRUCache
 from dnslib import QTYPE, RCODE, RR, DNSHeader, DNSRecord
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from kdns.plugins.base import Next, Request, Response
+from kdns.plugins.base import Next, Request, Response, WouldBlock
 from kdns.plugins.cache.setup import DENIAL, NAME, SUCCESS, CacheConfig
 from kdns.plugins.metrics import VIEW, server_label
 from kdns.plugins.setup_context import SetupContext
@@ -231,15 +231,28 @@ class CacheHandler:
             self.counters.requests += 1
             entry = self._lookup(key, now)
             if entry is None:
-                self.counters.misses += 1
+                counted = "misses"
+            elif entry.kind == SUCCESS:
+                counted = "hits_success"
             else:
-                if entry.kind == SUCCESS:
-                    self.counters.hits_success += 1
-                else:
-                    self.counters.hits_denial += 1
+                counted = "hits_denial"
+            setattr(self.counters, counted, getattr(self.counters, counted) + 1)
+            if entry is not None:
                 remaining = entry.remaining(now)
                 if remaining > 0:
                     prefetch = self._popular(entry, now, remaining)
+        try:
+            return self._answer(req, key, nxt, entry, remaining, prefetch)
+        except WouldBlock:
+            # The UDP loop's inline attempt needs the upstream after all: the query is asked
+            # again from a worker and counted there, so this attempt must not count.
+            with self._lock:
+                self.counters.requests -= 1
+                setattr(self.counters, counted, getattr(self.counters, counted) - 1)
+            raise
+
+    def _answer(self, req: Request, key: Key, nxt: Next, entry: Entry | None, remaining: int,
+                prefetch: bool) -> Response:
         if entry is None:
             return self._fetch(req, key, nxt)
         if remaining <= 0:

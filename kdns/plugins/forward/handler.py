@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from dnslib import RCODE, DNSRecord
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
-from kdns.plugins.base import Next, Request, Response
+from kdns.plugins.base import Next, Request, Response, WouldBlock, must_not_block
 from kdns.plugins.forward.upstream import (
     DURATION_BUCKETS,
     Histogram,
@@ -133,6 +133,8 @@ class ForwardHandler:
     def serve(self, req: Request, nxt: Next) -> Response:
         if not self.cfg.matches(req.qname_lower):
             return nxt(req)
+        if must_not_block():
+            raise WouldBlock  # the UDP loop hands this query to its worker pool
         limit = self.cfg.max_concurrent
         if limit:
             with self._lock:

@@ -25,7 +25,7 @@ from typing import Any
 
 from dnslib import QTYPE, RCODE, DNSHeader, DNSRecord
 
-from kdns.plugins.base import Next, Request, Response
+from kdns.plugins.base import Next, Request, Response, must_not_block
 
 log = logging.getLogger("kdns.loop")
 
@@ -84,6 +84,11 @@ class LoopHandler:
     def serve(self, req: Request, nxt: Next) -> Response:
         if self.off or req.qtype != QTYPE.HINFO or req.qname_lower != self.qname:
             return nxt(req)
+        if must_not_block():
+            # The UDP loop's inline attempt: a probe that loops always goes through forward,
+            # which never answers inline, so it is counted once, in the worker's pass.
+            resp = nxt(req)
+            return Response(resp.msg, resp.plugin, fast=False, generation=resp.generation)
         with self._lock:
             self.seen += 1
             looping = self.seen > 2
