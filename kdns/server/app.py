@@ -123,6 +123,7 @@ class KdnsServer:
             "ready_reporters": [],
             "listen_addrs": [],
             "fatal": self.fatal,
+            "serving": False,
             "reload": self.reload,
             "corefile_path": self.opts.corefile,
             # forward's self-loop guard compares resolv.conf upstreams with where we listen
@@ -263,6 +264,7 @@ class KdnsServer:
             log.info("listening on udp+tcp %s:%d for %s", lst.host or "*", lst.port,
                      " ".join(sorted(lst.zones)))
         self._started = True
+        self.process["serving"] = True
 
     # -- reload ------------------------------------------------------------------------------
 

@@ -125,3 +125,22 @@ def test_startup_timeout_waits_then_serves_servfail_for_the_zone(
                 time.sleep(0.05)
         finally:
             server.stop()
+
+
+def test_ready_waits_for_the_dns_sockets_not_only_the_sync(tmp_path: Path) -> None:
+    from kdns.config.parser import parse_corefile
+    from kdns.server.app import KdnsServer, ServeOptions
+
+    rport = _free_port()
+    text = (f".:53 {{\n    ready 127.0.0.1:{rport}\n    kubernetes cluster.local {{\n"
+            f"        manifests {DEMO}\n    }}\n}}\n")
+    server = KdnsServer(parse_corefile(text, "Corefile"),
+                        ServeOptions(config_dir=tmp_path, dns_addr="127.0.0.1", dns_port=0)).build()
+    try:
+        server.start_http()
+        server.start_plugins()  # synced from the manifests, but nothing listens for DNS yet
+        assert _status(rport, "/ready") == 503
+        server.start_listeners()
+        assert _status(rport, "/ready") == 200
+    finally:
+        server.stop()

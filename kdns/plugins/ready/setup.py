@@ -28,6 +28,10 @@ class ReadyHandler:
         draining: threading.Event | None = self._process.get("draining")
         if draining is not None and draining.is_set():
             return 503, "text/plain", b"shutting down"
+        if not self._process.get("serving", True):
+            # Plugins may be synced a moment before the DNS sockets are bound: a Service that
+            # routed traffic on this 200 would see "connection refused".
+            return 503, "text/plain", b"not listening for DNS yet"
         waiting = sorted({r.name for r in self._process.get("ready_reporters", ())
                           if not r.ready()})
         if waiting:
