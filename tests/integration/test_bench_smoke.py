@@ -1,6 +1,8 @@
-"""Smoke run of ``bench/udp_qps.py --quick``: the benchmark starts kdns (and dnsmasq when it is
-installed), checks their answers, measures, prints a positive QPS per server and workload, and
-leaves no process or temp directory behind."""
+"""Smoke runs of ``bench/udp_qps.py --quick`` (and ``--profile``): the benchmark starts kdns and
+the reference servers it finds (dnsmasq, unbound) plus the upstream, checks their answers on
+every workload, measures, prints a positive figure per server and workload, the ratios and the
+goal lines, and leaves no process or temp directory behind. It checks that the benchmark works,
+not a speed."""
 
 from __future__ import annotations
 
@@ -20,45 +22,79 @@ RESULT = re.compile(
     r".* ok=(?P<ok>\w+)$",
     re.M,
 )
+NEEDS_DNSPERF = pytest.mark.skipif(shutil.which("dnsperf") is None, reason="needs dnsperf")
 
 
-@pytest.mark.slow
-def test_quick_benchmark_prints_positive_qps(tmp_path: Path) -> None:
-    servers = ["kdns", "dnsmasq"] if shutil.which("dnsmasq") else ["kdns"]
-    out_json = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [
-            sys.executable, str(SCRIPT), "--quick",
-            "--servers", ",".join(servers),
-            "--n", "60", "--duration", "0.7", "--warmup", "0.2",
-            "--json", str(out_json),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
+def _run(args: list[str], timeout: float = 150) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _assert_cleaned_up(proc: subprocess.CompletedProcess[str], expected_servers: int) -> None:
     log = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert proc.returncode == 0, log
-
-    results = {(m["server"], m["workload"]): m for m in RESULT.finditer(proc.stdout)}
-    assert set(results) == {(s, w) for s in servers for w in ("hits", "mixed")}, log
-    for key, m in results.items():
-        assert float(m["qps"]) > 0, (key, log)
-        assert m["ok"] == "yes", (key, log)  # response codes matched the workload's mix
-    assert re.search(r"^memory kdns: VmRSS \d+\.\d MB when ready", proc.stdout, re.M), log
-    if "dnsmasq" in servers:
-        assert re.search(r"^ratio kdns/dnsmasq \(median QPS\): hits \d", proc.stdout, re.M), log
-
-    data = json.loads(out_json.read_text())
-    assert {(r["server"], r["workload"]) for r in data["results"]} == set(results)
-
     # Every server it started is gone (it waits for them, so not even a zombie is left) and
     # its temp directory is removed.
     pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", proc.stderr)]
-    assert len(pids) == len(servers), log
+    assert len(pids) == expected_servers, log
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists(), f"server pid {pid} still running\n{log}"
     tmp_dirs = re.findall(r" in (/\S*kdns-bench-\S+)$", proc.stderr, re.M)
     assert tmp_dirs, log
     assert not Path(tmp_dirs[0]).exists(), log
+
+
+@pytest.mark.slow
+@NEEDS_DNSPERF
+def test_quick_benchmark_runs_every_workload(tmp_path: Path) -> None:
+    servers = ["kdns"] + [s for s in ("dnsmasq", "unbound") if shutil.which(s)]
+    workloads = ["hits", "podmix", "srv", "cached", "tcp", "latency"]
+    if not shutil.which("dnsmasq"):  # the upstream of the forwarded workloads is a dnsmasq
+        workloads = ["hits", "srv", "tcp"]
+    out_json = tmp_path / "bench.json"
+    proc = _run(["--quick", "--servers", ",".join(servers), "--workloads", ",".join(workloads),
+                 "--n", "60", "--duration", "0.3", "--warmup", "0.1", "--json", str(out_json)])
+    log = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, log
+
+    results = {(m["server"], m["workload"]): m for m in RESULT.finditer(proc.stdout)}
+    assert set(results) == {(s, w) for s in servers for w in workloads}, log
+    for key, m in results.items():
+        assert float(m["qps"]) > 0, (key, log)
+        assert m["ok"] == "yes", (key, log)  # response codes matched the workload's mix
+    if "latency" in workloads:
+        # The fixed-rate run reports per-query latency percentiles for every server.
+        lat = re.findall(r"^RESULT server=(\S+) workload=latency .* avg_ms=([\d.]+) "
+                         r"p99_ms=([\d.]+) ok=yes$", proc.stdout, re.M)
+        assert {s for s, _, _ in lat} == set(servers), log
+        assert all(float(p99) >= float(avg) * 0.5 > 0 for _, avg, p99 in lat), log
+    assert re.search(r"^memory kdns: VmRSS \d+\.\d MB when ready", proc.stdout, re.M), log
+    for ref in servers[1:]:
+        assert re.search(rf"^ratio kdns/{ref} \(median QPS\): hits \d", proc.stdout, re.M), log
+    if "dnsmasq" in servers:
+        goals = re.findall(r"^GOAL (\w+): kdns/dnsmasq [\d.]+ >= [\d.]+: (PASS|FAIL)$",
+                           proc.stdout, re.M)
+        assert {w for w, _ in goals} == {"hits", "podmix", "cached"} & set(workloads), log
+
+    data = json.loads(out_json.read_text())
+    assert {(r["server"], r["workload"]) for r in data["results"]} == set(results)
+    _assert_cleaned_up(proc, len(servers))
+
+
+@pytest.mark.slow
+@NEEDS_DNSPERF
+def test_profile_prints_where_kdns_spends_time() -> None:
+    proc = _run(["--quick", "--profile", "hits", "--n", "40", "--duration", "0.5",
+                 "--warmup", "0.1", "--profile-top", "10"])
+    log = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, log
+    assert "PROFILE kdns, workload hits, top 10 by tottime (all threads):" in proc.stdout, log
+    # The listener thread's profile is merged in: the UDP loop and the fast path show up.
+    assert re.search(r"listeners\.py:\d+\(_run\)", proc.stdout), log
+    assert re.search(r"dispatch\.py:\d+\(lookup\)", proc.stdout), log
+    _assert_cleaned_up(proc, 1)
+
+
+def test_bad_workload_is_refused() -> None:
+    proc = _run(["--workloads", "nope"], timeout=30)
+    assert proc.returncode == 2
+    assert "unknown workload 'nope'" in proc.stderr
