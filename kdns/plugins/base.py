@@ -49,6 +49,9 @@ class Response:
     may store its encoded bytes in the fast path until the generation changes."""
     generation: int = -1
     """The view generation the reply was built from (meaningful when ``fast``)."""
+    expires: float = 0.0
+    """With ``fast``: the ``time.monotonic()`` after which the stored reply must not be replayed
+    (0: until the generation moves). The cache sets it so its TTLs still count down."""
     variants: list[DNSRecord] | None = None
     """Alternative orderings of ``msg`` (set by ``loadbalance``). The server encodes each once
     and, for a fast reply, hands them out in turn, so shuffled order survives precomputation."""

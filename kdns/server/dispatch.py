@@ -125,7 +125,7 @@ class Dispatcher:
         if k is None:
             return None
         entry = self.store.get(k[0])
-        if entry is None:
+        if entry is None or (entry.expires and entry.expires < time.monotonic()):
             return None
         entry.hits += 1
         reply = entry.reply
@@ -199,7 +199,7 @@ class Dispatcher:
                 if self.generation != GENERATION.value or len(self.store) >= FAST_PATH_MAX_ENTRIES:
                     self._reset()
                 self.store[bytes(k[0])] = Entry(stored, make_key(
-                    zone.name, query.qtype, out, resp.plugin, len(data), query.do))
+                    zone.name, query.qtype, out, resp.plugin, len(data), query.do), resp.expires)
         self._count(zone.name, query.qtype, out, resp.plugin, len(data), query.do, started)
         self._log(req, out, started)
         return out

@@ -73,12 +73,14 @@ class Rotation:
 class Entry:
     """One stored fast-path reply: the bytes (or a rotation of them) and its hit count."""
 
-    __slots__ = ("hits", "reply", "stats")
+    __slots__ = ("expires", "hits", "reply", "stats")
 
-    def __init__(self, reply: bytes | Rotation, stats: StatsKey) -> None:
+    def __init__(self, reply: bytes | Rotation, stats: StatsKey, expires: float = 0.0) -> None:
         self.reply = reply
         self.stats = stats
         self.hits = 0
+        self.expires = expires
+        """time.monotonic() after which this reply is stale (0: never, within a generation)."""
 
 
 @dataclass(slots=True)

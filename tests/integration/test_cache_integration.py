@@ -151,3 +151,24 @@ def test_cluster_names_falling_through_are_never_cached(upstream: Upstream,
         server.udp("www.example.com.")
         server.udp("www.example.com.")
         assert upstream.count("www.example.com.") == 1
+
+
+def test_cache_hits_are_replayed_by_the_fast_path_for_at_most_a_second(
+    kdns: Running, upstream: Upstream,
+) -> None:
+    kdns.udp("www.example.com.")  # miss: from the upstream
+    kdns.udp("www.example.com.")  # hit: from the cache, stored in the fast path
+    udp = kdns.server.listeners[0].udp
+    assert udp is not None
+    cache = next(h for h in kdns.server.handlers() if h.name == "cache")
+    hits = cache.counters.hits_success
+    ttls = {a_ttl(kdns.udp("www.example.com.")) for _ in range(20)}
+    assert cache.counters.hits_success - hits <= 1  # replayed, not asked of the cache again
+    assert len(ttls) <= 2  # at most one tick of the TTL inside the replay window
+    t0 = time.monotonic()
+    first = a_ttl(kdns.udp("www.example.com."))
+    while time.monotonic() - t0 < 2.2:
+        time.sleep(0.05)
+    later = a_ttl(kdns.udp("www.example.com."))
+    assert later <= first - 2  # the countdown continues past the replay window
+    assert upstream.count("www.example.com.") == 1

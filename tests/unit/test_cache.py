@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,7 +289,9 @@ def test_success_is_cached_and_counts_down() -> None:
     assert first.plugin == "forward" and ttls(first) == [300]
     r.clock.advance(10.4)
     second = r.ask()
-    assert second.plugin == "cache" and second.fast is False
+    # a hit may be replayed by the server's fast path, but only for up to a second
+    assert second.plugin == "cache" and second.fast
+    assert 0 < second.expires - time.monotonic() <= 1.0
     assert ttls(second) == [290]
     assert str(second.msg.rr[0].rdata) == "192.0.2.1"
     assert r.up.calls == ["www.example.com."]

@@ -57,7 +57,7 @@ from cachetools import LRUCache
 from dnslib import QTYPE, RCODE, RR, DNSHeader, DNSRecord
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from kdns.plugins.base import Next, Request, Response, WouldBlock
+from kdns.plugins.base import GENERATION, Next, Request, Response, WouldBlock
 from kdns.plugins.cache.setup import DENIAL, NAME, SUCCESS, CacheConfig
 from kdns.plugins.metrics import VIEW, server_label
 from kdns.plugins.setup_context import SetupContext
@@ -70,6 +70,12 @@ Key = tuple[str, int, int, bool, bool]
 REFRESH_WORKERS = 4
 """Threads refreshing entries in the background; a bound, so an upstream outage with many
 stale entries queues refreshes instead of starting a thread per name."""
+
+
+FAST_REPLAY = 1.0
+"""Seconds the server's fast path may replay a cache hit's bytes: TTLs are whole seconds, so
+within a second the reply would be the same (prefetch popularity then counts at most one hit
+per second per name, since replays do not reach the cache)."""
 
 
 @dataclass(slots=True)
@@ -269,7 +275,11 @@ class CacheHandler:
             return Response(self._reply(entry, req, 0), NAME)
         if prefetch:
             self._refresh_later(req, key, nxt, prefetch=True)
-        return Response(self._reply(entry, req, entry.ttl if self.cfg.keepttl else remaining), NAME)
+        # The reply only changes when its TTL ticks down a second, so the server may replay its
+        # bytes for up to a second (FAST_REPLAY) instead of asking the cache for every query.
+        return Response(self._reply(entry, req, entry.ttl if self.cfg.keepttl else remaining), NAME,
+                        fast=True, generation=GENERATION.value,
+                        expires=time.monotonic() + FAST_REPLAY)
 
     def _lookup(self, key: Key, now: float) -> Entry | None:
         """A fresh entry, or a stale one within serve_stale's window; drops dead ones."""
