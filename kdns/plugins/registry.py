@@ -15,6 +15,8 @@ from kdns.config.model import Directive
 from kdns.plugins.setup_context import SetupContext
 
 ORDER: tuple[str, ...] = (
+    "timeouts",
+    "limits",
     "reload",
     "ready",
     "health",
@@ -49,6 +51,8 @@ IMPLEMENTED: dict[str, str] = {
     "autopath": "kdns.plugins.autopath.setup",
     "loop": "kdns.plugins.loop.setup",
     "acl": "kdns.plugins.acl.setup",
+    "timeouts": "kdns.plugins.timeouts.setup",
+    "limits": "kdns.plugins.limits.setup",
     "prometheus": "kdns.plugins.prometheus.setup",
     "reload": "kdns.plugins.reload.setup",
 }

@@ -26,7 +26,7 @@ from kdns.plugins.http import Route
 from kdns.plugins.setup_context import Overrides, SetupContext
 from kdns.server.dispatch import Dispatcher, Zone, build_chain
 from kdns.server.httpd import HttpEndpoint
-from kdns.server.listeners import TcpListener, UdpListener, bind_pair
+from kdns.server.listeners import Limits, TcpListener, UdpListener, bind_pair
 from kdns.server.metrics import ServerCollector
 
 log = logging.getLogger("kdns.server")
@@ -65,6 +65,9 @@ class Listener:
     zones: dict[str, Zone]
     udp: UdpListener | None = None
     tcp: TcpListener | None = None
+    limits: Limits = field(default_factory=Limits)
+    """From the ``timeouts`` and ``limits`` directives of the first block on this address
+    that has them (a listener is shared, so its limits are too)."""
     v6: tuple[UdpListener, TcpListener] | None = None
     """With no bind address: the IPv6 sockets ("::", v6-only) beside the IPv4 ones."""
     config_port: int = -1
@@ -112,6 +115,14 @@ def _setup_block(block: ServerBlock, opts: ServeOptions, process: dict[str, Any]
         if callable(finish):
             finish()
     return Block(block, [h for _, h in built], ctx)
+
+
+def _limits(handlers: list[Any]) -> Limits:
+    """The listener limits a block asks for (``timeouts``, ``limits``), over the defaults."""
+    values: dict[str, Any] = {}
+    for h in handlers:
+        values.update(getattr(h, "listener_limits", {}))
+    return Limits(**values)
 
 
 class KdnsServer:
@@ -164,7 +175,10 @@ class KdnsServer:
                 if self.opts.dns_port is not None and port == DEFAULT_DNS_PORT:
                     port = self.opts.dns_port
                 host = self.opts.dns_addr or ""
-                lst = by_addr.setdefault((host, port), Listener(host, port, {}, config_port=port))
+                lst = by_addr.get((host, port))
+                if lst is None:
+                    lst = by_addr[(host, port)] = Listener(host, port, {}, config_port=port,
+                                                           limits=_limits(blk.handlers))
                 if key.zone in lst.zones:
                     raise error(key.loc, None, f"cannot serve dns://{key.zone}:{port} - "
                                                "it is already defined")
@@ -243,9 +257,12 @@ class KdnsServer:
             for z in lst.zones.values():
                 z.server_label = label
             family = 2 if ":" in lst.host else 1
+            lim = lst.limits
             lst.udp = UdpListener(udp_sock, Dispatcher(lst.zones, "udp", label, family),
-                                  offload=any(z.blocking for z in lst.zones.values()))
-            lst.tcp = TcpListener(tcp_sock, Dispatcher(lst.zones, "tcp", label, family))
+                                  offload=any(z.blocking for z in lst.zones.values()),
+                                  workers=lim.udp_workers, queue_size=lim.udp_queue)
+            lst.tcp = TcpListener(tcp_sock, Dispatcher(lst.zones, "tcp", label, family),
+                                  limits=lim)
             lst.udp.start()
             lst.tcp.start()
             if not lst.host and socket.has_ipv6:
@@ -256,8 +273,10 @@ class KdnsServer:
                 else:
                     offload = any(z.blocking for z in lst.zones.values())
                     lst.v6 = (UdpListener(u6, Dispatcher(lst.zones, "udp", label, 2),
-                                          offload=offload),
-                              TcpListener(t6, Dispatcher(lst.zones, "tcp", label, 2)))
+                                          offload=offload, workers=lim.udp_workers,
+                                          queue_size=lim.udp_queue),
+                              TcpListener(t6, Dispatcher(lst.zones, "tcp", label, 2),
+                                          limits=lim))
                     for side in lst.v6:
                         side.start()
             self.process["listen_addrs"].append((lst.host or "127.0.0.1", lst.port))
@@ -295,6 +314,9 @@ class KdnsServer:
                     for side in live.sides():
                         if isinstance(side, UdpListener) and side.offload != blocking:
                             side.set_offload(blocking)
+                        elif isinstance(side, TcpListener):
+                            side.limits = lst.limits  # UDP queue sizes apply at bind only
+                    live.limits = lst.limits
                     merged.append(live)
                 else:
                     fresh.append(lst)

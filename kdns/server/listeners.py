@@ -16,6 +16,7 @@ import socket
 import struct
 import threading
 import time
+from dataclasses import dataclass, replace
 
 from kdns.plugins.base import WouldBlock
 from kdns.server.dispatch import Dispatcher
@@ -26,6 +27,9 @@ UDP_RECV_SIZE = 4096
 TCP_IDLE_TIMEOUT = 10.0
 """Seconds a TCP connection may sit without a complete query (CoreDNS's idle timeout)."""
 TCP_MAX_CONNECTIONS = 1000
+TCP_READ_TIMEOUT = 3.0
+"""Seconds to receive the rest of a TCP query once its first byte came (CoreDNS's read 3s)."""
+TCP_WRITE_TIMEOUT = 5.0
 DRAIN_MAX = 1.0
 """Upper bound on the seconds a stopping UDP listener spends answering its queue."""
 
@@ -73,14 +77,15 @@ class UdpListener:
     them so one slow upstream never stalls cluster names."""
 
     def __init__(self, sock: socket.socket, dispatcher: Dispatcher, *, offload: bool = False,
-                 workers: int = SLOW_PATH_WORKERS) -> None:
+                 workers: int = SLOW_PATH_WORKERS, queue_size: int = SLOW_PATH_QUEUE) -> None:
         self.sock = sock
         self.dispatcher = dispatcher
         self.offload = offload
         self.workers = workers
         self.shed = 0
+        """Queries dropped because the worker queue was full (the client retries)."""
         self._queue: queue.Queue[tuple[bytes, tuple[str, int]] | None] = queue.Queue(
-            SLOW_PATH_QUEUE)
+            queue_size)
         self._pool: list[threading.Thread] = []
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"udp-{self.port}", daemon=True)
@@ -214,22 +219,65 @@ class UdpListener:
             time.sleep(0.005)  # let the pool finish what it was handed
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-listener resource limits (the ``timeouts`` and ``limits`` directives)."""
+
+    tcp_idle: float = TCP_IDLE_TIMEOUT
+    """Seconds a connection may wait for the first byte of its next query."""
+    tcp_read: float = TCP_READ_TIMEOUT
+    """Seconds to receive the rest of a query once its first byte has arrived."""
+    tcp_write: float = TCP_WRITE_TIMEOUT
+    """Seconds to send a reply."""
+    tcp_connections: int = TCP_MAX_CONNECTIONS
+    tcp_queries: int = 0
+    """Queries answered per connection before it is closed (0: no limit)."""
+    udp_queue: int = SLOW_PATH_QUEUE
+    udp_workers: int = SLOW_PATH_WORKERS
+
+
+class _Conn:
+    """A TCP connection's bookkeeping: whether it sits idle between queries, and since when."""
+
+    __slots__ = ("idle_since", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.idle_since: float | None = time.monotonic()
+
+
 class TcpListener:
+    """Accepts in one thread and serves each connection in its own, several queries per
+    connection (RFC 7766), within :class:`Limits`. At the connection limit the connection that
+    has been idle longest is closed to admit the new one (RFC 7766 §6.2.3 lets a server close
+    idle connections); with none idle, the new one is refused. Both are counted."""
+
     def __init__(self, sock: socket.socket, dispatcher: Dispatcher, *,
-                 idle_timeout: float = TCP_IDLE_TIMEOUT,
-                 max_connections: int = TCP_MAX_CONNECTIONS) -> None:
+                 limits: Limits | None = None) -> None:
         self.sock = sock
         self.dispatcher = dispatcher
-        self.idle_timeout = idle_timeout
-        self.max_connections = max_connections
+        self.limits = limits or Limits()
         self._lock = threading.Lock()
-        self._conns: set[socket.socket] = set()
+        self._conns: dict[socket.socket, _Conn] = {}
         self._stopping = False
         self._thread = threading.Thread(target=self._accept, name=f"tcp-{self.port}",
                                         daemon=True)
         self.rejected = 0
+        """New connections refused at the limit with no idle one to close."""
+        self.shed_idle = 0
+        """Idle connections closed at the limit to admit a new one."""
         self.timed_out = 0
-        """Connections closed because a query did not arrive within the idle timeout."""
+        """Connections closed because a query did not arrive in time."""
+        self.query_limited = 0
+        """Connections closed after ``tcp_queries`` answers."""
+
+    @property
+    def idle_timeout(self) -> float:
+        return self.limits.tcp_idle
+
+    @idle_timeout.setter
+    def idle_timeout(self, value: float) -> None:
+        self.limits = replace(self.limits, tcp_idle=value, tcp_read=value)
 
     @property
     def port(self) -> int:
@@ -248,23 +296,41 @@ class TcpListener:
                     return
                 continue
             with self._lock:
-                if len(self._conns) >= self.max_connections:
+                if len(self._conns) >= self.limits.tcp_connections and not self._shed_one():
                     self.rejected += 1
                     conn.close()
                     continue
-                self._conns.add(conn)
+                self._conns[conn] = _Conn(conn)
             threading.Thread(target=self._serve, args=(conn, addr), daemon=True,
                              name="tcp-conn").start()
 
+    def _shed_one(self) -> bool:
+        """Close the connection idle longest (caller holds the lock); False if none is idle."""
+        idle = [c for c in self._conns.values() if c.idle_since is not None]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c.idle_since or 0.0)
+        with contextlib.suppress(OSError):
+            oldest.sock.shutdown(socket.SHUT_RDWR)  # its thread sees EOF and cleans up
+        del self._conns[oldest.sock]
+        self.shed_idle += 1
+        return True
+
     def _serve(self, conn: socket.socket, addr: tuple[str, int]) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        state = self._conns.get(conn)
+        limits = self.limits
         buf = b""
+        answered = 0
         try:
             while not self._stopping:
-                # The whole next query must arrive within the idle timeout: a deadline per
-                # message, not per recv(), so a client trickling a byte at a time cannot keep
-                # a connection (and its thread) forever.
-                deadline = time.monotonic() + self.idle_timeout
+                # Idle: waiting for the first byte of the next query. Then the rest of the
+                # query must arrive within the read timeout: a deadline per message, not per
+                # recv(), so a client trickling a byte at a time cannot hold a thread forever.
+                deadline = time.monotonic() + limits.tcp_idle
+                started = bool(buf)
+                if state is not None:
+                    state.idle_since = None if started else time.monotonic()
                 while len(buf) < 2 or len(buf) < 2 + struct.unpack_from("!H", buf)[0]:
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -275,21 +341,30 @@ class TcpListener:
                     if not chunk:
                         return
                     buf += chunk
+                    if not started:
+                        started = True
+                        if state is not None:
+                            state.idle_since = None
+                        deadline = time.monotonic() + limits.tcp_read
                 size = struct.unpack_from("!H", buf)[0]
                 message, buf = buf[2 : 2 + size], buf[2 + size :]
                 reply = self.dispatcher.serve(message, (addr[0], addr[1]))
                 if reply is None:
                     # RFC 7766 §6.2.4: a message we will not answer ends the connection.
                     return
-                conn.settimeout(self.idle_timeout)
+                conn.settimeout(limits.tcp_write)
                 conn.sendall(struct.pack("!H", len(reply)) + reply)
+                answered += 1
+                if limits.tcp_queries and answered >= limits.tcp_queries:
+                    self.query_limited += 1
+                    return
         except TimeoutError:
             self.timed_out += 1
         except OSError:
             return
         finally:
             with self._lock:
-                self._conns.discard(conn)
+                self._conns.pop(conn, None)
             conn.close()
 
     def stop(self, drain: float = 0.0) -> None:

@@ -127,11 +127,19 @@ class ServerCollector(Collector):
                                        "once because the connection limit was reached.",
                                        labels=["server"])
         timed_out = CounterMetricFamily("kdns_tcp_timed_out_connections", "TCP connections "
-                                        "closed because a query did not arrive within the idle "
-                                        "timeout.", labels=["server"])
+                                        "closed because a query did not arrive in time (idle "
+                                        "or read timeout).", labels=["server"])
+        shed_idle = CounterMetricFamily("kdns_tcp_shed_idle_connections", "Idle TCP connections "
+                                        "closed at the connection limit to admit a new one.",
+                                        labels=["server"])
+        query_limited = CounterMetricFamily("kdns_tcp_query_limited_connections", "TCP "
+                                            "connections closed after tcp_queries answers.",
+                                            labels=["server"])
         shed_by: dict[str, int] = {}
         rejected_by: dict[str, int] = {}
         timed_out_by: dict[str, int] = {}
+        shed_idle_by: dict[str, int] = {}
+        limited_by: dict[str, int] = {}
         entries_by: dict[tuple[str, str], int] = {}
         for lst in self.server.listeners:
             for side in lst.sides():
@@ -144,15 +152,21 @@ class ServerCollector(Collector):
                     rejected_by[d.server_label] = rejected_by.get(d.server_label, 0) + side.rejected
                     timed_out_by[d.server_label] = (timed_out_by.get(d.server_label, 0)
                                                     + side.timed_out)
+                    shed_idle_by[d.server_label] = (shed_idle_by.get(d.server_label, 0)
+                                                    + side.shed_idle)
+                    limited_by[d.server_label] = (limited_by.get(d.server_label, 0)
+                                                  + side.query_limited)
         for (server, proto), n in entries_by.items():
             entries.add_metric([server, proto], n)
         for server, n in shed_by.items():
             shed.add_metric([server], n)
         for server, n in rejected_by.items():
             rejected.add_metric([server], n)
-        for server, n in timed_out_by.items():
-            timed_out.add_metric([server], n)
-        yield from (entries, shed, rejected, timed_out)
+        for cfam, ctable in ((timed_out, timed_out_by), (shed_idle, shed_idle_by),
+                             (query_limited, limited_by)):
+            for server, n in ctable.items():
+                cfam.add_metric([server], n)
+        yield from (entries, shed, rejected, timed_out, shed_idle, query_limited)
         seen: set[int] = set()
         for blk in self.server.blocks:
             for h in blk.handlers:
