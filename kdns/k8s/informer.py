@@ -364,6 +364,12 @@ class _Informer:
             self._done(resp, reuse=False)
 
 
+BACKOFF_MAX = 5.0
+"""Cap of the retry back-off. DNS must follow the cluster again within seconds of the API
+server's return, however long it was gone; at one request per resource per 5 s, retrying
+costs the API server nothing it would notice."""
+
+
 class ApiSource:
     """Lists and watches ``specs`` on the API server and feeds ``sink`` (a Source)."""
 
@@ -378,7 +384,7 @@ class ApiSource:
         read_timeout: float = 330.0,
         connect_timeout: float = 10.0,
         backoff_initial: float = 0.2,
-        backoff_max: float = 30.0,
+        backoff_max: float = BACKOFF_MAX,
     ) -> None:
         for spec in specs:
             if spec.kind not in RESOURCES:
