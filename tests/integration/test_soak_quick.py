@@ -1,0 +1,42 @@
+"""A quick run of ``tools/soak.py --quick``: kdns under mixed UDP load and Service churn from a
+fake API server for about 20 s must lose and misanswer nothing, stay within its memory bound,
+print the summary line, and leave neither its kdns process nor its temp directory behind."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SUMMARY = re.compile(
+    r"^soak: minutes=(?P<minutes>[\d.]+) queries=(?P<queries>\d+) errors=(?P<errors>\d+) "
+    r"lost=(?P<lost>\d+) wrong=(?P<wrong>\d+) rss_start_mb=(?P<start>[\d.]+) "
+    r"rss_end_mb=(?P<end>[\d.]+) rss_max_mb=(?P<max>[\d.]+) churn_ops=(?P<ops>\d+) "
+    r"verdict=(?P<verdict>PASS|FAIL)$",
+    re.M,
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_quick_soak_passes_and_cleans_up() -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "soak.py"), "--quick"], cwd=REPO,
+                          capture_output=True, text=True, timeout=50)
+    log = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    m = SUMMARY.search(proc.stdout)
+    assert m is not None, log
+    assert proc.returncode == 0, log
+    assert m["verdict"] == "PASS" and m["errors"] == m["lost"] == m["wrong"] == "0", log
+    # the load and the churn really ran: ~1000 qps for ~20 s, a create + a delete every 0.1 s
+    assert int(m["queries"]) > 10_000 and int(m["ops"]) > 200, log
+    assert 0 < float(m["start"]) <= float(m["max"]), log
+    # every query reached kdns: its own counter agrees with what was sent
+    assert f"coredns_dns_requests_total={m['queries']} " in proc.stdout, log
+    found = re.search(r"kdns pid (\d+), temp dir (\S+)", proc.stderr)
+    assert found is not None, log
+    assert not Path(f"/proc/{found[1]}").exists(), f"kdns still running\n{log}"
+    assert not Path(found[2]).exists(), f"temp dir left behind\n{log}"

@@ -1,0 +1,733 @@
+#!/usr/bin/env python3
+"""Soak ``kdns serve`` under steady mixed DNS load and steady Service churn; check memory and answers.
+
+A fake Kubernetes API server (``tests/fakeapi.py``, in this process, over real HTTP) is seeded
+with 500 Services across 10 namespaces (a fifth headless with 3-endpoint slices, the ClusterIP
+ones with slices too) plus a pool of "churned" Services. kdns reads it through a kubeconfig. Then,
+for the whole run:
+
+* **churn**: every ``--churn-interval`` one new Service (and its EndpointSlice) is created and the
+  oldest churned one deleted, so the total stays steady; every tenth tick one churned ClusterIP is
+  changed. The script keeps the ground truth: when each churned name got which answer.
+* **load**: a steady UDP rate (``--rate``) of stable ClusterIP names (A), headless names (A, three
+  addresses), SRV, never-created names (NXDOMAIN) and churned names (live and recently deleted).
+  Every reply is matched by socket and ID and its rcode and answer set checked. A change may take
+  up to LAG (1 s) to be served, so a churned name may answer with any state it had from
+  ``sent - LAG`` until the reply arrived, and with nothing else; stable names have exactly one
+  right answer. No reply within 2 s is a lost query.
+* **sampling**: every 0.5 s a few churned names whose state has been stable for over LAG (live
+  and deleted ones) are asked on a separate socket and must match the ground truth exactly.
+* **memory**: VmRSS of the kdns PID every 5 s; ``rss_start`` is the first reading after warm-up
+  (10 s), ``rss_end`` the last one before stopping. At the end ``/metrics`` is scraped once for
+  ``coredns_dns_requests_total``, reported next to the queries the script sent.
+
+Verdict PASS (exit 0) only when errors == 0 (lost + wrong + send errors + kdns ERROR log lines +
+an early exit of kdns) and rss_end <= rss_start * 1.25 + 5 MB (printed with the figures).
+
+127.0.0.1 only; rate, duration and object counts are bounded; kdns is stopped by its PID with
+SIGTERM (SIGKILL after 15 s), also on exceptions and Ctrl-C; the temp directory is removed.
+
+    .venv/bin/python tools/soak.py [--minutes 10] [--rate 1000] [--churn-interval 0.1]
+    .venv/bin/python tools/soak.py --quick      # about 20 s, for the test suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import random
+import re
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import dnslib
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests import fakeapi  # noqa: E402
+
+ZONE = "cluster.local"
+NAMESPACES = 10
+SERVICES = 500
+LAG = 1.0
+"""Seconds a change in the API may take until kdns serves it."""
+LOST_AFTER = 2.0
+"""A query without a reply after this many seconds is lost."""
+RSS_FACTOR, RSS_SLACK_MB = 1.25, 5.0
+
+Outcome = tuple[int, frozenset[str]]
+"""What a reply says: its rcode and the set of answer RDATA texts of the asked type."""
+NXDOMAIN: Outcome = (3, frozenset())
+History = list[tuple[float, Outcome]]
+"""(monotonic time, outcome from then on) of one churned name, oldest first; before the first
+entry the name did not exist (churned names are never reused)."""
+
+QTYPES = {"A": 1, "SRV": 33}
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def wire_name(name: str) -> bytes:
+    return b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\x00"
+
+
+def query_packet(qid: int, wire: bytes, qtype: str) -> bytes:
+    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + wire + struct.pack("!HH", QTYPES[qtype], 1)
+
+
+def outcome_of(data: bytes, qtype: str) -> Outcome | None:
+    """The reply's outcome, or None when it does not parse."""
+    try:
+        msg = dnslib.DNSRecord.parse(data)
+    except Exception:  # any parse failure is a wrong answer, whatever dnslib raises
+        return None
+    code = QTYPES[qtype]
+    return (msg.header.rcode, frozenset(str(rr.rdata) for rr in msg.rr if rr.rtype == code))
+
+
+def fqdn(svc: str, ns: str) -> str:
+    return f"{svc}.{ns}.svc.{ZONE}."
+
+
+def acceptable(history: History, sent: float, received: float) -> set[Outcome]:
+    """Outcomes a reply may carry: the state at ``sent - LAG`` and every state set since then
+    up to the reply's arrival (a change being applied while the query was in flight)."""
+    ok = {NXDOMAIN}
+    for t, outcome in history:
+        if t <= sent - LAG:
+            ok = {outcome}
+        elif t <= received:
+            ok.add(outcome)
+    return ok
+
+
+# ---- ground truth and churn ------------------------------------------------------------------
+
+
+class Truth:
+    """Which churned names exist with which address, and since when.
+
+    Writes happen under the lock together with the API call, and the time is taken *before* the
+    call: kdns cannot serve a change before its recorded time, and a reader never sees an API
+    change whose history entry is missing.
+    """
+
+    def __init__(self, keep_deleted: int = 500) -> None:
+        self.lock = threading.Lock()
+        self.histories: dict[str, History] = {}
+        self.live: collections.deque[str] = collections.deque()
+        self.deleted: collections.deque[str] = collections.deque()
+        self.keep_deleted = keep_deleted
+
+    def record(self, name: str, t: float, outcome: Outcome) -> None:
+        """Append one change (lock held by the caller)."""
+        self.histories.setdefault(name, []).append((t, outcome))
+        if outcome == NXDOMAIN:
+            self.deleted.append(name)
+            while len(self.deleted) > self.keep_deleted:
+                # in-flight queries keep their own reference to the history list
+                self.histories.pop(self.deleted.popleft(), None)
+
+    def pick(self, rng: random.Random) -> tuple[str, History] | None:
+        """A churned name for the load: live two times in three, else recently deleted."""
+        with self.lock:
+            pool = self.live if (rng.random() < 2 / 3 or not self.deleted) else self.deleted
+            if not pool:
+                return None
+            name = pool[rng.randrange(len(pool))]
+            return name, self.histories[name]
+
+    def stable(self, now: float, k: int, rng: random.Random) -> list[tuple[str, History]]:
+        """Up to ``k`` live and ``k`` deleted names whose last change is older than LAG."""
+        out: list[tuple[str, History]] = []
+        with self.lock:
+            for pool in (self.live, self.deleted):
+                names = [n for n in pool if self.histories[n][-1][0] < now - LAG - 0.1]
+                out.extend((n, self.histories[n]) for n in rng.sample(names, min(k, len(names))))
+        return out
+
+
+def split(name: str) -> tuple[str, str]:
+    svc, ns = name.split(".")[:2]
+    return svc, ns
+
+
+class Churn:
+    """Steady Service churn: one create + one delete per tick, an IP change every tenth tick."""
+
+    def __init__(self, api: fakeapi.FakeApiServer, truth: Truth, interval: float, pool: int) -> None:
+        self.api, self.truth, self.interval, self.pool = api, truth, interval, pool
+        self.ops = 0
+        self.seq = 0
+        self.ip_seq = 0
+        self.rng = random.Random(7)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="soak-churn", daemon=True)
+        self.error: BaseException | None = None
+
+    def next_ip(self) -> str:
+        self.ip_seq += 1
+        k = self.ip_seq
+        return f"10.{100 + (k >> 16) % 100}.{(k >> 8) & 255}.{k & 255}"
+
+    def create(self) -> None:
+        self.seq += 1
+        svc, ns = f"churn-{self.seq}", f"ns-{self.seq % NAMESPACES}"
+        ip = self.next_ip()
+        with self.truth.lock:
+            t = time.monotonic()
+            self.api.add("services", fakeapi.service(ns, svc, cluster_ip=ip, ports=[("http", 80, "TCP")]))
+            self.api.add("endpointslices", fakeapi.endpoint_slice(
+                ns, f"{svc}-1", svc, ports=[("http", 8080, "TCP")], endpoints=[f"10.248.{self.seq % 250}.9"]))
+            name = fqdn(svc, ns)
+            self.truth.live.append(name)
+            self.truth.record(name, t, (0, frozenset([ip])))
+        self.ops += 1
+
+    def delete_oldest(self) -> None:
+        with self.truth.lock:
+            name = self.truth.live.popleft()
+            svc, ns = split(name)
+            t = time.monotonic()
+            self.api.delete("services", ns, svc)
+            self.api.delete("endpointslices", ns, f"{svc}-1")
+            self.truth.record(name, t, NXDOMAIN)
+        self.ops += 1
+
+    def change_ip(self) -> None:
+        """A new ClusterIP for a middle-aged name stable for a while: it is not deleted within
+        LAG of the change, so at most two of its states are ever in flight together."""
+        now = time.monotonic()
+        with self.truth.lock:
+            live = list(self.truth.live)
+            middle = live[len(live) // 4: len(live) // 2]
+            names = [n for n in middle if self.truth.histories[n][-1][0] < now - LAG - 0.2]
+            if not names:
+                return
+            name = self.rng.choice(names)
+            svc, ns = split(name)
+            ip = self.next_ip()
+            t = time.monotonic()
+            self.api.update("services", fakeapi.service(ns, svc, cluster_ip=ip, ports=[("http", 80, "TCP")]))
+            self.truth.record(name, t, (0, frozenset([ip])))
+        self.ops += 1
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        try:
+            tick = 0
+            next_at = time.monotonic()
+            while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+                next_at += self.interval
+                tick += 1
+                self.create()
+                if len(self.truth.live) > self.pool:
+                    self.delete_oldest()
+                if tick % 10 == 5:
+                    self.change_ip()
+        except BaseException as err:  # reported as a soak error by the main thread
+            self.error = err
+
+
+# ---- load ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str
+    name: str
+    qtype: str
+    wire: bytes
+    outcome: Outcome
+
+
+@dataclass(slots=True)
+class Pending:
+    sent: float
+    kind: str
+    name: str
+    qtype: str
+    outcome: Outcome | None
+    history: History | None
+
+
+MIX = ("A", "A", "A", "A", "headless", "headless", "SRV", "NX", "churn", "churn")
+"""Query kinds in proportion: 40% stable A, 20% headless A, 10% SRV, 10% NXDOMAIN, 20% churned."""
+
+
+class Load:
+    """A steady rate of mixed queries from many sockets; every reply is checked."""
+
+    def __init__(self, port: int, rate: int, targets: dict[str, list[Target]], truth: Truth,
+                 clients: int = 32) -> None:
+        self.port, self.rate, self.targets, self.truth = port, rate, targets, truth
+        self.socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(clients)]
+        for s in self.socks:
+            s.setblocking(False)
+            s.bind(("127.0.0.1", 0))
+        self.sent = self.answered = self.lost = self.wrong = self.send_errors = 0
+        self.by_kind: collections.Counter[str] = collections.Counter()
+        self.examples: list[str] = []
+        self.outstanding: dict[tuple[int, int], Pending] = {}
+        self.rng = random.Random(11)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="soak-load", daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+        # late replies of queries still in flight, then whatever is left is lost
+        sel = selectors.DefaultSelector()
+        for s in self.socks:
+            sel.register(s, selectors.EVENT_READ)
+        until = time.monotonic() + LOST_AFTER + 0.5
+        while self.outstanding and time.monotonic() < until:
+            for key, _ in sel.select(timeout=0.05):
+                self._read(key.fileobj)  # type: ignore[arg-type]
+            self._expire(time.monotonic())
+        sel.close()
+        self.lost += len(self.outstanding)
+        self.outstanding.clear()
+        for s in self.socks:
+            s.close()
+
+    def _note(self, text: str) -> None:
+        if len(self.examples) < 10:
+            self.examples.append(text)
+
+    def _expire(self, now: float) -> None:
+        # insertion order is send order, so the oldest entries are first
+        while self.outstanding:
+            key = next(iter(self.outstanding))
+            p = self.outstanding[key]
+            if now - p.sent <= LOST_AFTER:
+                return
+            del self.outstanding[key]
+            self.lost += 1
+            self._note(f"lost: {p.name} {p.qtype} ({p.kind})")
+
+    def _read(self, s: socket.socket) -> None:
+        while True:
+            try:
+                data = s.recv(4096)
+            except BlockingIOError:
+                return
+            now = time.monotonic()
+            if len(data) < 12:
+                continue
+            p = self.outstanding.pop((s.fileno(), struct.unpack_from("!H", data)[0]), None)
+            if p is None:
+                continue  # a reply after LOST_AFTER, already counted as lost
+            self.answered += 1
+            got = outcome_of(data, p.qtype)
+            if p.history is not None:
+                with self.truth.lock:
+                    ok = acceptable(p.history, p.sent, now)
+            else:
+                assert p.outcome is not None
+                ok = {p.outcome}
+            if got not in ok:
+                self.wrong += 1
+                self._note(f"wrong: {p.name} {p.qtype} ({p.kind}) got {got} want one of {ok}")
+
+    def _send(self, now: float, i: int) -> None:
+        kind = MIX[i % len(MIX)]
+        history: History | None = None
+        if kind == "churn":
+            picked = self.truth.pick(self.rng)
+            if picked is None:
+                kind = "A"
+            else:
+                name, history = picked
+                wire, qtype, outcome = wire_name(name), "A", None
+        if kind != "churn":
+            t = self.targets[kind][self.rng.randrange(len(self.targets[kind]))]
+            name, wire, qtype, outcome = t.name, t.wire, t.qtype, t.outcome
+        s = self.socks[i % len(self.socks)]
+        qid = self.rng.getrandbits(16)
+        while (s.fileno(), qid) in self.outstanding:
+            qid = self.rng.getrandbits(16)
+        try:
+            s.sendto(query_packet(qid, wire, qtype), ("127.0.0.1", self.port))
+        except OSError as err:
+            self.send_errors += 1
+            self._note(f"send error: {err}")
+            return
+        self.sent += 1
+        self.by_kind[kind] += 1
+        self.outstanding[(s.fileno(), qid)] = Pending(now, kind, name, qtype, outcome, history)
+
+    def _run(self) -> None:
+        try:
+            sel = selectors.DefaultSelector()
+            for s in self.socks:
+                sel.register(s, selectors.EVENT_READ)
+            interval = 1.0 / self.rate
+            next_send = time.monotonic()
+            i = 0
+            while not self._stop.is_set():
+                now = time.monotonic()
+                # after a stall (GC, a busy machine) catch up at most 0.1 s of queries
+                next_send = max(next_send, now - 0.1)
+                while next_send <= now:
+                    self._send(now, i)
+                    i += 1
+                    next_send += interval
+                for key, _ in sel.select(timeout=max(0.0, next_send - time.monotonic())):
+                    self._read(key.fileobj)  # type: ignore[arg-type]
+                self._expire(time.monotonic())
+            sel.close()
+        except BaseException as err:  # reported as a soak error by the main thread
+            self.error = err
+
+
+class Sampler:
+    """Every 0.5 s, ask a few churned names stable for over LAG; each must match the truth."""
+
+    def __init__(self, port: int, truth: Truth, per_round: int = 2) -> None:
+        self.port, self.truth, self.per_round = port, truth, per_round
+        self.checked = self.wrong = self.lost = 0
+        self.examples: list[str] = []
+        self.rng = random.Random(13)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="soak-sampler", daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(LOST_AFTER * 2 * self.per_round + 5)
+
+    def _ask(self, sock: socket.socket, name: str, history: History) -> None:
+        qid = self.rng.getrandbits(16)
+        sent = time.monotonic()
+        sock.sendto(query_packet(qid, wire_name(name), "A"), ("127.0.0.1", self.port))
+        self.checked += 1
+        while True:
+            left = sent + LOST_AFTER - time.monotonic()
+            if left <= 0:
+                self.lost += 1
+                self._note(f"sample lost: {name}")
+                return
+            sock.settimeout(left)
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                continue
+            if len(data) >= 12 and struct.unpack_from("!H", data)[0] == qid:
+                break
+        received = time.monotonic()
+        got = outcome_of(data, "A")
+        with self.truth.lock:
+            ok = acceptable(history, sent, received)
+        if got not in ok:
+            self.wrong += 1
+            self._note(f"sample wrong: {name} got {got} want one of {ok}")
+
+    def _note(self, text: str) -> None:
+        if len(self.examples) < 10:
+            self.examples.append(text)
+
+    def _run(self) -> None:
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                while not self._stop.wait(0.5):
+                    for name, history in self.truth.stable(time.monotonic(), self.per_round, self.rng):
+                        self._ask(sock, name, history)
+        except BaseException as err:  # reported as a soak error by the main thread
+            self.error = err
+
+
+# ---- cluster, kdns process, measurements ---------------------------------------------------
+
+
+def seed(api: fakeapi.FakeApiServer) -> dict[str, list[Target]]:
+    """500 Services over 10 namespaces, each with a slice; returns the stable query targets."""
+    targets: dict[str, list[Target]] = {"A": [], "headless": [], "SRV": [], "NX": []}
+    namespaces = [f"ns-{k}" for k in range(NAMESPACES)]
+    api.bulk_load("namespaces", [fakeapi.namespace(ns) for ns in namespaces])
+    services, slices = [], []
+    for k in range(SERVICES):
+        ns, svc = namespaces[k % NAMESPACES], f"svc-{k}"
+        name = fqdn(svc, ns)
+        if k % 5 == 0:
+            ips = [f"10.{244 + j}.{k >> 8}.{k & 255}" for j in range(3)]
+            services.append(fakeapi.service(ns, svc, headless=True, ports=[("http", 8080, "TCP")]))
+            slices.append(fakeapi.endpoint_slice(ns, f"{svc}-1", svc, ports=[("http", 8080, "TCP")],
+                                                 endpoints=ips))
+            targets["headless"].append(Target("headless", name, "A", wire_name(name),
+                                              (0, frozenset(ips))))
+        else:
+            ip = f"10.96.{k >> 8}.{k & 255}"
+            services.append(fakeapi.service(ns, svc, cluster_ip=ip, ports=[("http", 80, "TCP")]))
+            slices.append(fakeapi.endpoint_slice(ns, f"{svc}-1", svc, ports=[("http", 8080, "TCP")],
+                                                 endpoints=[f"10.247.{k >> 8}.{k & 255}"]))
+            targets["A"].append(Target("A", name, "A", wire_name(name), (0, frozenset([ip]))))
+            srv = f"_http._tcp.{name}"
+            targets["SRV"].append(Target("SRV", srv, "SRV", wire_name(srv),
+                                         (0, frozenset([f"0 100 80 {name}"]))))
+        nx = fqdn(f"missing-{k}", ns)
+        targets["NX"].append(Target("NX", nx, "A", wire_name(nx), NXDOMAIN))
+    api.bulk_load("services", services)
+    api.bulk_load("endpointslices", slices)
+    return targets
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return int(r.status), r.read().decode()
+    except urllib.error.HTTPError as err:
+        return int(err.code), ""
+    except OSError:
+        return 0, ""
+
+
+def requests_total(metrics: str) -> int | None:
+    values = [float(m.group(1)) for m in
+              re.finditer(r"^coredns_dns_requests_total(?:\{[^}]*\})? (\S+)$", metrics, re.M)]
+    return int(sum(values)) if values else None
+
+
+class Kdns:
+    """One ``kdns serve`` subprocess; its output is drained and ERROR lines are kept."""
+
+    def __init__(self, corefile: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kdns.cli", "serve", "--conf", str(corefile),
+             "--dns-addr", "127.0.0.1", "--dns-port", "0", "--log-level", "warning"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        self.error_lines: list[str] = []
+        self.tail: collections.deque[str] = collections.deque(maxlen=20)
+
+    def wait_serving(self, timeout: float = 30.0) -> int:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            self.tail.append(line)
+            m = re.match(r"kdns: serving on 127\.0\.0\.1:(\d+)", line)
+            if m:
+                threading.Thread(target=self._drain, name="soak-kdns-log", daemon=True).start()
+                return int(m.group(1))
+            if not line and self.proc.poll() is not None:
+                raise RuntimeError(f"kdns exited with {self.proc.returncode}: {''.join(self.tail)}")
+        raise RuntimeError("kdns did not start serving in time")
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.tail.append(line)
+            if "[ERROR]" in line or "[CRITICAL]" in line or line.startswith("Traceback"):
+                self.error_lines.append(line.rstrip())
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait()
+
+
+def poll(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not within {timeout:g}s")
+        time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=10.0, help="duration (max 240)")
+    ap.add_argument("--quick", action="store_true", help="about 20 s (warm-up 5 s, RSS every 1 s)")
+    ap.add_argument("--rate", type=int, default=1000, help="queries per second (max 20000)")
+    ap.add_argument("--churn-interval", type=float, default=0.1,
+                    help="seconds between churn ticks (one create + one delete; min 0.01)")
+    ap.add_argument("--churn-pool", type=int, default=50,
+                    help="churned Services alive at once (max 5000)")
+    args = ap.parse_args(argv)
+    minutes = 20 / 60 if args.quick else max(0.05, min(args.minutes, 240.0))
+    warmup, rss_every = (5.0, 1.0) if args.quick else (10.0, 5.0)
+    progress_every = 10 if args.quick else 12  # RSS readings between progress lines
+    rate = max(1, min(args.rate, 20000))
+    interval = max(0.01, min(args.churn_interval, 60.0))
+    pool = max(1, min(args.churn_pool, 5000))
+    duration = minutes * 60
+
+    tmp = Path(tempfile.mkdtemp(prefix="kdns-soak-"))
+    api = fakeapi.FakeApiServer(bookmark_interval=1.0, history_limit=20_000)
+    truth = Truth()
+    churn = Churn(api, truth, interval, pool)
+    kdns: Kdns | None = None
+    load: Load | None = None
+    sampler: Sampler | None = None
+    rss: list[float] = []
+    rss_start: float | None = None
+    metrics_total: int | None = None
+    exit_code: int | None = None
+    early_exit = False
+    try:
+        api.start()
+        targets = seed(api)
+        for _ in range(pool):
+            churn.create()
+        churn.ops = 0  # count the churn of the run, not the initial pool
+        kubeconfig = api.write_kubeconfig(str(tmp / "kubeconfig"))
+        ready_port, prom_port = free_tcp_port(), free_tcp_port()
+        corefile = tmp / "Corefile"
+        corefile.write_text(
+            f".:53 {{\n    errors\n    ready 127.0.0.1:{ready_port}\n"
+            f"    prometheus 127.0.0.1:{prom_port}\n"
+            f"    kubernetes {ZONE} {{\n        kubeconfig {kubeconfig}\n    }}\n}}\n")
+        kdns = Kdns(corefile)
+        print(f"soak: kdns pid {kdns.proc.pid}, temp dir {tmp}", file=sys.stderr, flush=True)
+        port = kdns.wait_serving()
+        poll(lambda: http_get(f"http://127.0.0.1:{ready_port}/ready")[0] == 200, 30, "/ready 200")
+        print(f"soak: serving on 127.0.0.1:{port}; {SERVICES} services + {pool} churned, "
+              f"{rate} qps for {round(minutes, 2):g} min, churn every {interval:g}s", flush=True)
+
+        load = Load(port, rate, targets, truth)
+        sampler = Sampler(port, truth)
+        t0 = time.monotonic()
+        churn.start()
+        load.start()
+        sampler.start()
+        next_rss = t0
+        while True:
+            now = time.monotonic()
+            if now - t0 >= duration:
+                break
+            if now >= next_rss:
+                value = rss_mb(kdns.proc.pid)
+                if value is not None:
+                    rss.append(value)
+                    if rss_start is None and now - t0 >= warmup:
+                        rss_start = value
+                        print(f"soak: rss after {warmup:g}s warm-up {value:.1f} MB", flush=True)
+                    if len(rss) % progress_every == 0:
+                        print(f"soak: {now - t0:.0f}s sent={load.sent} lost={load.lost} "
+                              f"wrong={load.wrong + sampler.wrong} rss_mb={value:.1f} "
+                              f"churn_ops={churn.ops}", flush=True)
+                next_rss += rss_every
+            if kdns.proc.poll() is not None:
+                early_exit = True
+                print(f"soak: kdns exited early with {kdns.proc.returncode}", flush=True)
+                break
+            if any(x.error for x in (churn, load, sampler)):
+                break
+            time.sleep(max(0.0, min(next_rss, t0 + duration) - time.monotonic()))
+        churn.stop()
+        sampler.stop()
+        load.stop()
+        if not early_exit:
+            value = rss_mb(kdns.proc.pid)
+            if value is not None:
+                rss.append(value)
+            status, body = http_get(f"http://127.0.0.1:{prom_port}/metrics")
+            metrics_total = requests_total(body) if status == 200 else None
+    finally:
+        churn.stop()
+        if sampler is not None:
+            sampler.stop()
+        if load is not None:
+            load.stop()
+        if kdns is not None:
+            exit_code = kdns.stop()
+        api.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    assert load is not None and sampler is not None and kdns is not None
+    thread_errors = [f"{type(x.error).__name__}: {x.error}" for x in (churn, load, sampler) if x.error]
+    log_errors = len(kdns.error_lines)
+    lost = load.lost + sampler.lost
+    wrong = load.wrong + sampler.wrong
+    errors = (lost + wrong + load.send_errors + log_errors + len(thread_errors)
+              + int(early_exit) + int(exit_code != 0))
+    queries = load.sent + sampler.checked
+    start = rss_start if rss_start is not None else (rss[0] if rss else 0.0)
+    end = rss[-1] if rss else 0.0
+    bound = start * RSS_FACTOR + RSS_SLACK_MB
+    memory_ok = bool(rss) and end <= bound
+    mix = " ".join(f"{k}={load.by_kind[k]}" for k in ("A", "headless", "SRV", "NX", "churn"))
+    print(f"soak: mix {mix}; sampled stable churned names: {sampler.checked}")
+    print(f"soak: metrics coredns_dns_requests_total={metrics_total} vs queries sent={queries}")
+    print(f"soak: memory bound rss_end <= rss_start * {RSS_FACTOR:g} + {RSS_SLACK_MB:g} MB "
+          f"= {bound:.1f} MB: {'ok' if memory_ok else 'EXCEEDED'}")
+    print(f"soak: kdns exit code {exit_code}, ERROR log lines {log_errors}, send errors "
+          f"{load.send_errors}, thread errors {thread_errors}")
+    for line in (load.examples + sampler.examples + kdns.error_lines)[:10]:
+        print(f"soak:   {line}")
+    verdict = "PASS" if errors == 0 and memory_ok else "FAIL"
+    print(f"soak: minutes={round(minutes, 2):g} queries={queries} errors={errors} lost={lost} "
+          f"wrong={wrong} rss_start_mb={start:.1f} rss_end_mb={end:.1f} "
+          f"rss_max_mb={max(rss, default=0.0):.1f} churn_ops={churn.ops} verdict={verdict}",
+          flush=True)
+    return 0 if verdict == "PASS" else 1
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    # SIGTERM takes the same way out as Ctrl-C, through main()'s clean-up
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    signal.signal(signal.SIGTERM, _interrupt)
+    # a background job may start with SIGINT ignored; Ctrl-C must still clean up
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as err:
+        print(f"soak: interrupted ({str(err) or 'SIGINT'}); kdns stopped, temp dir removed", file=sys.stderr)
+        sys.exit(130)
