@@ -26,7 +26,7 @@ from dnslib.dns import RD
 
 from kdns.dns import wire
 from kdns.plugins.base import GENERATION, Next, Request, Response, WouldBlock, inline_only
-from kdns.server.stats import Entry, Rotation, Stats, make_key
+from kdns.server.stats import Entry, Rotation, Stats, StatsKey, make_key
 
 log = logging.getLogger("kdns.server")
 
@@ -118,13 +118,25 @@ class Dispatcher:
         self.generation = GENERATION.value
 
     def lookup(self, data: bytes) -> bytes | None:
-        """The fast path: a stored reply patched for ``data``, or None on a miss."""
+        """The fast path: a stored reply for ``data``, or None on a miss.
+
+        First the exact bytes after the ID: resolvers repeat their questions byte for byte,
+        and such a hit is one slice, one dict lookup and one concatenation. Only a key stored
+        from a valid plain query can match, so no header checks are needed. Otherwise the
+        name is lower-cased (:func:`wire.fast_key`) and the reply patched with the client's
+        spelling, which is then stored under these exact bytes too.
+        """
         if GENERATION.value != self.generation:
             self._reset()
+        store = self.store
+        entry = store.get(data[2:])
+        if entry is not None and entry.tail is not None:
+            entry.hits += 1
+            return data[:2] + entry.tail
         k = wire.fast_key(data)
         if k is None:
             return None
-        entry = self.store.get(k[0])
+        entry = store.get(k[0])
         if entry is None or (entry.expires and entry.expires < time.monotonic()):
             return None
         entry.hits += 1
@@ -133,6 +145,9 @@ class Dispatcher:
             reply = reply.next()
         end = k[1]
         out: bytes = data[:2] + reply[2:12] + data[12:end] + reply[end:]  # type: ignore[index]
+        if type(entry.reply) is bytes and not entry.expires and len(store) < FAST_PATH_MAX_ENTRIES:
+            variant = Entry(out, entry.stats)
+            store[data[2:]] = variant  # this client's spelling, answered exactly next time
         return out
 
     def handle(self, data: bytes, client: tuple[str, int]) -> bytes | None:
@@ -196,9 +211,7 @@ class Dispatcher:
                     stored = Rotation([bytes(out), *(wire.encode(self._with_opt(v, query),
                                                                 max_size)
                                                     for v in resp.variants)])
-                if self.generation != GENERATION.value or len(self.store) >= FAST_PATH_MAX_ENTRIES:
-                    self._reset()
-                self.store[bytes(k[0])] = Entry(stored, make_key(
+                self._store(data, k[0], stored, make_key(
                     zone.name, query.qtype, out, resp.plugin, len(data), query.do), resp.expires)
         self._count(zone.name, query.qtype, out, resp.plugin, len(data), query.do, started)
         self._log(req, out, started)
@@ -214,12 +227,29 @@ class Dispatcher:
         out = wire.encode(reply, max_size)
         k = wire.fast_key(data)
         if k is not None and wire.patchable(out, data):
-            if self.generation != GENERATION.value or len(self.store) >= FAST_PATH_MAX_ENTRIES:
-                self._reset()  # random ANY names must not grow the store without bound either
-            self.store[bytes(k[0])] = Entry(out, make_key(zone.name, query.qtype, out, "any",
-                                                          len(data), query.do))
+            self._store(data, k[0], out, make_key(zone.name, query.qtype, out, "any", len(data),
+                                                  query.do), 0.0)
         self._count(zone.name, query.qtype, out, "any", len(data), query.do, started)
         return out
+
+    def _store(self, data: bytes, key: bytes, reply: bytes | Rotation, stats: StatsKey,
+               expires: float) -> None:
+        """Store a reply under the lower-cased key and, when the query spelled its name in
+        another case, under its exact bytes too.
+
+        The reply repeats this query's spelling. Under the lower-cased key it must only be
+        patched (a later query may spell the name otherwise), never replayed as is; under the
+        exact bytes it may be replayed as is.
+        """
+        if self.generation != GENERATION.value or len(self.store) >= FAST_PATH_MAX_ENTRIES:
+            self._reset()  # random names must not grow the store without bound
+        exact = bytes(data[2:])
+        key = bytes(key)
+        if key == exact:
+            self.store[key] = Entry(reply, stats, expires)
+        else:
+            self.store[key] = Entry(reply, stats, expires, exact=False)
+            self.store[exact] = Entry(reply, stats, expires)
 
     def _count(self, zone: str, qtype: int, out: bytes, plugin: str, req_size: int, do: bool,
                started: float) -> None:

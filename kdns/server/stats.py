@@ -73,14 +73,19 @@ class Rotation:
 class Entry:
     """One stored fast-path reply: the bytes (or a rotation of them) and its hit count."""
 
-    __slots__ = ("expires", "hits", "reply", "stats")
+    __slots__ = ("expires", "hits", "reply", "stats", "tail")
 
-    def __init__(self, reply: bytes | Rotation, stats: StatsKey, expires: float = 0.0) -> None:
+    def __init__(self, reply: bytes | Rotation, stats: StatsKey, expires: float = 0.0, *,
+                 exact: bool = True) -> None:
         self.reply = reply
         self.stats = stats
         self.hits = 0
         self.expires = expires
         """time.monotonic() after which this reply is stale (0: never, within a generation)."""
+        self.tail: bytes | None = (reply[2:] if exact and type(reply) is bytes and not expires
+                                   else None)
+        """Everything after the ID, for the exact-bytes hit: set only when that hit may skip
+        every check (a single reply, no expiry)."""
 
 
 @dataclass(slots=True)

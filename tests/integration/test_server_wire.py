@@ -229,3 +229,23 @@ def test_any_gets_the_rfc8482_minimal_answer(demo: Running, name: str) -> None:
         assert len(r.answer) == 1 and r.answer[0].rdtype == dns.rdatatype.HINFO
         assert r.answer[0][0].cpu == b"RFC8482" and r.answer[0][0].os == b""
         assert len(r.to_wire()) < 100
+
+
+def test_case_is_echoed_whatever_spelling_came_first(tmp_path: Path) -> None:
+    """The first spelling seen must never be replayed to a client that spelled it otherwise
+    (0x20-randomising resolvers drop such replies)."""
+    server = start_server(f"cluster.local:53 {{\n kubernetes {{\n  manifests {DEMO}\n }}\n}}\n",
+                          tmp_path)
+    port = server.listeners[0].port
+    try:
+        spellings = ["NGINX-svc.Default.svc.cluster.local.", "nginx-svc.default.svc.cluster.local.",
+                     "nginx-svc.default.svc.cluster.local.", "NGINX-svc.Default.svc.cluster.local.",
+                     "nGiNx-SvC.dEfAuLt.SvC.cLuStEr.LoCaL.", "nginx-svc.default.svc.cluster.local."]
+        for name in spellings:
+            for proto in (dns.query.udp, dns.query.tcp):
+                r = proto(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=2)
+                assert r.question[0].name.to_text() == name
+                assert r.answer[0].name.to_text() == name
+                assert [a.address for a in r.answer[0]] == ["10.96.10.80"]
+    finally:
+        server.stop()
