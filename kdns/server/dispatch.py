@@ -131,6 +131,8 @@ class Dispatcher:
         store = self.store
         entry = store.get(data[2:])
         if entry is not None and entry.tail is not None:
+            if entry.expires and entry.expires < time.monotonic():
+                return None  # a cache replay past its second: ask the cache again
             entry.hits += 1
             return data[:2] + entry.tail
         k = wire.fast_key(data)
@@ -145,8 +147,8 @@ class Dispatcher:
             reply = reply.next()
         end = k[1]
         out: bytes = data[:2] + reply[2:12] + data[12:end] + reply[end:]  # type: ignore[index]
-        if type(entry.reply) is bytes and not entry.expires and len(store) < FAST_PATH_MAX_ENTRIES:
-            variant = Entry(out, entry.stats)
+        if type(entry.reply) is bytes and len(store) < FAST_PATH_MAX_ENTRIES:
+            variant = Entry(out, entry.stats, entry.expires)
             store[data[2:]] = variant  # this client's spelling, answered exactly next time
         return out
 

@@ -82,10 +82,9 @@ class Entry:
         self.hits = 0
         self.expires = expires
         """time.monotonic() after which this reply is stale (0: never, within a generation)."""
-        self.tail: bytes | None = (reply[2:] if exact and type(reply) is bytes and not expires
-                                   else None)
-        """Everything after the ID, for the exact-bytes hit: set only when that hit may skip
-        every check (a single reply, no expiry)."""
+        self.tail: bytes | None = reply[2:] if exact and type(reply) is bytes else None
+        """Everything after the ID, for the exact-bytes hit: set only for a single reply
+        built for exactly these bytes (the hit still checks ``expires``)."""
 
 
 @dataclass(slots=True)
