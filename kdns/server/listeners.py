@@ -31,6 +31,8 @@ TCP_READ_TIMEOUT = 3.0
 """Seconds to receive the rest of a TCP query once its first byte came (CoreDNS's read 3s)."""
 TCP_WRITE_TIMEOUT = 5.0
 DRAIN_MAX = 1.0
+DRAIN_QUIET_ROUNDS = 10
+"""Consecutive empty 5 ms polls that end a drain."""
 """Upper bound on the seconds a stopping UDP listener spends answering its queue."""
 
 
@@ -199,7 +201,9 @@ class UdpListener:
             return
         idle = 0
         deadline = time.monotonic() + DRAIN_MAX
-        while idle < 3 and time.monotonic() < deadline:
+        # 50 ms without a datagram before closing: a packet routed here just before connect()
+        # may still be on its way through a deferred softirq on a busy machine.
+        while idle < DRAIN_QUIET_ROUNDS and time.monotonic() < deadline:
             try:
                 data, addr = self.sock.recvfrom(UDP_RECV_SIZE, socket.MSG_DONTWAIT)
             except BlockingIOError:
