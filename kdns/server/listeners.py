@@ -172,33 +172,42 @@ class UdpListener:
                 log.debug("udp send to %s failed: %s", addr[0], err)
 
     def stop(self, drain: bool = False) -> None:
-        """Close the socket; with ``drain``, first hand new traffic to SO_REUSEPORT siblings
-        and answer what is already queued, so a rollout loses no query.
+        """Stop receiving and close; with ``drain``, first answer what is already queued, so
+        a rollout loses no query.
 
         Connecting a UDP socket makes the kernel stop choosing it for datagrams from any other
-        peer: the next instance on the port gets them. What was queued before is still ours
-        to read (non-blocking, from this thread, while the loop thread may take some too).
+        peer: an SO_REUSEPORT sibling (the next instance) gets them. What was queued before is
+        still ours to read. Then reads are shut down, which wakes the receive loop (shutdown
+        works only on a connected UDP socket), the loop finishes the reply it may be sending
+        (writes stay open), and only then is the socket closed.
         """
-        if drain:
+        steered = self._steer_away()
+        if drain and steered:
             self._drain()
         self._stopping = True
         with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
+            self.sock.shutdown(socket.SHUT_RD)
         self._thread.join(timeout=2)
         for _ in self._pool:
             try:
                 self._queue.put_nowait(None)
             except queue.Full:
                 break
+        deadline = time.monotonic() + (DRAIN_MAX if drain else 0.1)
+        for t in self._pool:  # a worker may be sending the reply an upstream just gave it
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        self.sock.close()
 
-    def _drain(self) -> None:
+    def _steer_away(self) -> bool:
         discard = ("::1", 9) if self.sock.family == socket.AF_INET6 else ("127.0.0.1", 9)
         try:
             self.sock.connect(discard)
         except OSError as err:
-            log.debug("udp drain: cannot steer traffic away: %s", err)
-            return
+            log.debug("udp stop: cannot steer traffic away: %s", err)
+            return False
+        return True
+
+    def _drain(self) -> None:
         idle = 0
         deadline = time.monotonic() + DRAIN_MAX
         # 50 ms without a datagram before closing: a packet routed here just before connect()
