@@ -268,9 +268,16 @@ class ManifestSource:
             f"{len(state[kind])} {kind}" for kind in self.specs))
 
     def _poll(self) -> None:
+        settling = None
         while not self._stop.is_set():
             fingerprint = _fingerprint(self.path)
-            if fingerprint != self._fingerprint:
+            if fingerprint != self._fingerprint and fingerprint != settling:
+                # Changed since the last poll: an editor or `cp` may be mid-write (a truncated
+                # file would drop every object). Read it once it has stayed the same for one
+                # more interval.
+                settling = fingerprint
+            elif fingerprint != self._fingerprint:
+                settling = None
                 try:
                     self.load_once()
                 except ManifestError as exc:
