@@ -13,31 +13,13 @@ from pathlib import Path
 
 from dnslib import QTYPE
 
-from kdns.config.model import ConfigError, Directive, Token, error
+from kdns.config.model import Directive, Token, error
+from kdns.config.zones import zone_arg
 from kdns.plugins.acl.handler import ACTIONS, AclHandler, Network, Policy, Rule
 from kdns.plugins.setup_context import SetupContext
 
 NAME = "acl"
 SECTIONS = ("type", "net", "file")
-
-
-def _zone(tok: Token) -> list[str]:
-    """A zone argument, normalised like a server key; a CIDR expands to its reverse zones."""
-    from kdns.config.parser import reverse_zones
-
-    text = tok.text.lower()
-    if "/" in text:
-        try:
-            return reverse_zones(text, tok.loc)
-        except ConfigError as err:
-            raise error(tok, NAME, err.message) from None
-    if text != "." and not text.endswith("."):
-        text += "."
-    labels = [] if text == "." else text[:-1].split(".")
-    if any(not label or len(label) > 63 for label in labels) or len(text) > 254 \
-            or any(c.isspace() or c in "{}()\"';@:/\\" for c in text):
-        raise error(tok, NAME, f"invalid zone {tok.text!r}")
-    return [text]
 
 
 def parse_net(text: str) -> Network | None:
@@ -132,7 +114,7 @@ def _policy(line: Directive, ctx: SetupContext) -> Policy:
 
 
 def setup(d: Directive, ctx: SetupContext) -> AclHandler | None:
-    zones = tuple(dict.fromkeys(z for tok in d.args for z in _zone(tok))) if d.args \
+    zones = tuple(dict.fromkeys(z for tok in d.args for z in _zone_arg(tok))) if d.args \
         else (ctx.zones or (".",))
     rule = Rule(zones, tuple(_policy(line, ctx) for line in d.block or ()))
     existing = ctx.shared.get(NAME)
@@ -142,3 +124,7 @@ def setup(d: Directive, ctx: SetupContext) -> AclHandler | None:
     handler = AclHandler([rule])
     ctx.shared[NAME] = handler
     return handler
+
+
+def _zone_arg(tok: Token) -> list[str]:
+    return zone_arg(tok, NAME)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kdns.config.durations import parse_duration
-from kdns.config.model import ConfigError, Directive, Token, error
+from kdns.config.model import Directive, Token, error
+from kdns.config.zones import zone_arg
 from kdns.plugins.setup_context import SetupContext
 
 if TYPE_CHECKING:
@@ -91,27 +92,8 @@ def _duration(tok: Token) -> float:
         raise error(tok, NAME, str(err)) from None
 
 
-def _zone(tok: Token) -> list[str]:
-    """A zone argument, normalised like a server key; a CIDR expands to its reverse zones."""
-    from kdns.config.parser import reverse_zones
-
-    text = tok.text.lower()
-    if "/" in text:
-        try:
-            return reverse_zones(text, tok.loc)
-        except ConfigError as err:
-            raise error(tok, NAME, err.message) from None
-    if text != "." and not text.endswith("."):
-        text += "."
-    labels = [] if text == "." else text[:-1].split(".")
-    if any(not label or len(label) > 63 for label in labels) or len(text) > 254 \
-            or any(c.isspace() or c in "{}()\"';@:/\\" for c in text):
-        raise error(tok, NAME, f"invalid zone {tok.text!r}")
-    return [text]
-
-
 def _zones(tokens: tuple[Token, ...]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(z for tok in tokens for z in _zone(tok)))
+    return tuple(dict.fromkeys(z for tok in tokens for z in _zone_arg(tok)))
 
 
 def _cap_ttl_min(opt: Directive) -> tuple[int, int | None, int | None]:
@@ -233,3 +215,7 @@ def setup(d: Directive, ctx: SetupContext) -> CacheHandler:
     handler = CacheHandler(parse_config(d, ctx), shared=ctx.shared)
     ctx.shared[NAME] = handler
     return handler
+
+
+def _zone_arg(tok: Token) -> list[str]:
+    return zone_arg(tok, NAME)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +29,8 @@ from dnslib import AAAA, QTYPE, RR, SOA, TXT, A, DNSBuffer, DNSLabel
 from dnslib.dns import RD, RDMAP
 
 from kdns.config.durations import parse_duration
-from kdns.config.model import ConfigError, Directive, Token, error
+from kdns.config.model import Directive, Token, error
+from kdns.config.zones import zone_args
 from kdns.plugins.setup_context import SetupContext
 
 if TYPE_CHECKING:
@@ -407,32 +408,6 @@ def parse_master(text: str, origin: str) -> Iterator[tuple[int, RR]]:
 # -- the directive -------------------------------------------------------------------------------
 
 
-def _zone_text(tok: Token) -> str:
-    text = tok.text.lower()
-    if text != "." and not text.endswith("."):
-        text += "."
-    labels = [] if text == "." else text[:-1].split(".")
-    if any(not label or len(label) > 63 for label in labels) or len(text) > 254:
-        raise error(tok, NAME, f"invalid zone {tok.text!r}")
-    return text
-
-
-def zones_of(tokens: tuple[Token, ...]) -> list[str]:
-    """Normalise zone arguments; a CIDR expands to its reverse zones like a Corefile key."""
-    from kdns.config.parser import reverse_zones
-
-    zones: list[str] = []
-    for tok in tokens:
-        if "/" in tok.text:
-            try:
-                zones.extend(reverse_zones(tok.text, tok.loc))
-            except ConfigError as err:
-                raise error(tok, NAME, err.message) from None
-        else:
-            zones.append(_zone_text(tok))
-    return list(dict.fromkeys(zones))
-
-
 def parse_config(d: Directive, ctx: SetupContext) -> FileConfig:
     """The directive as a frozen config; raises :class:`ConfigError` naming the bad token."""
     if not d.args:
@@ -487,3 +462,8 @@ def setup(d: Directive, ctx: SetupContext) -> FileHandler:
     handler = FileHandler(cfg, load_zones(cfg, d.args[0]))
     ctx.shared[NAME] = handler
     return handler
+
+
+def zones_of(tokens: Iterable[Token]) -> list[str]:
+    """Normalise zone arguments; a CIDR expands to its reverse zones like a Corefile key."""
+    return zone_args(tokens, NAME)

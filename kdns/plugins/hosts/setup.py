@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdns.config.durations import parse_duration
-from kdns.config.model import ConfigError, Directive, Token, error
+from kdns.config.model import Directive, Token, error
+from kdns.config.zones import zone_args
 from kdns.plugins.setup_context import SetupContext
 
 if TYPE_CHECKING:
@@ -173,32 +174,6 @@ def build_data(entries: Iterable[Entry], *, reverse: bool) -> HostsData:
 # -- the directive -------------------------------------------------------------------------------
 
 
-def _zone_text(tok: Token) -> str:
-    text = tok.text.lower()
-    if text != "." and not text.endswith("."):
-        text += "."
-    labels = [] if text == "." else text[:-1].split(".")
-    if any(not label or len(label) > 63 for label in labels) or len(text) > 254:
-        raise error(tok, NAME, f"invalid zone {tok.text!r}")
-    return text
-
-
-def zones_of(tokens: Iterable[Token]) -> list[str]:
-    """Normalise zone arguments; a CIDR expands to its reverse zones like a Corefile key."""
-    from kdns.config.parser import reverse_zones
-
-    zones: list[str] = []
-    for tok in tokens:
-        if "/" in tok.text:
-            try:
-                zones.extend(reverse_zones(tok.text, tok.loc))
-            except ConfigError as err:
-                raise error(tok, NAME, err.message) from None
-        else:
-            zones.append(_zone_text(tok))
-    return list(dict.fromkeys(zones))
-
-
 def _inline_entry(d: Directive, ip: str, zones: tuple[str, ...]) -> Entry | None:
     if d.block is not None:
         raise error(d, NAME, "an inline hosts entry takes no block")
@@ -293,3 +268,8 @@ def setup(d: Directive, ctx: SetupContext) -> HostsHandler:
     handler = HostsHandler(parse_config(d, ctx))
     ctx.shared[NAME] = handler
     return handler
+
+
+def zones_of(tokens: Iterable[Token]) -> list[str]:
+    """Normalise zone arguments; a CIDR expands to its reverse zones like a Corefile key."""
+    return zone_args(tokens, NAME)

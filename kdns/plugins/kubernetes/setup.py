@@ -14,12 +14,14 @@ import functools
 import ipaddress
 import logging
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdns.config.durations import parse_duration
-from kdns.config.model import ConfigError, Directive, Token, error
+from kdns.config.model import Directive, Token, error
+from kdns.config.zones import zone_args
 from kdns.k8s.source import ResourceSpec
 from kdns.plugins.setup_context import SetupContext
 
@@ -113,32 +115,6 @@ def local_addresses() -> tuple[str, ...]:
         if not ip.is_loopback:
             found.append(str(ip))
     return tuple(dict.fromkeys(found)) or ("127.0.0.1",)
-
-
-def _zone_text(tok: Token) -> str:
-    text = tok.text.lower()
-    if text != "." and not text.endswith("."):
-        text += "."
-    labels = [] if text == "." else text[:-1].split(".")
-    if any(not label or len(label) > 63 for label in labels) or len(text) > 254:
-        raise error(tok, NAME, f"invalid zone {tok.text!r}")
-    return text
-
-
-def _zones_of(tokens: tuple[Token, ...]) -> list[str]:
-    """Normalise zone arguments; a CIDR expands to its reverse zones like a Corefile key."""
-    from kdns.config.parser import reverse_zones
-
-    zones: list[str] = []
-    for tok in tokens:
-        if "/" in tok.text:
-            try:
-                zones.extend(reverse_zones(tok.text, tok.loc))
-            except ConfigError as err:
-                raise error(tok, NAME, err.message) from None
-        else:
-            zones.append(_zone_text(tok))
-    return list(dict.fromkeys(zones))
 
 
 def _selector(d: Directive) -> str:
@@ -320,3 +296,8 @@ def setup(directive: Directive, ctx: SetupContext) -> KubernetesHandler:
     handler = KubernetesHandler(parse_config(directive, ctx))
     ctx.shared[NAME] = handler
     return handler
+
+
+def _zones_of(tokens: Iterable[Token]) -> list[str]:
+    """Normalise zone arguments; a CIDR expands to its reverse zones like a Corefile key."""
+    return zone_args(tokens, NAME)
