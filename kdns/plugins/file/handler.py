@@ -38,8 +38,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dnslib import CLASS, QTYPE, RCODE, RR, DNSHeader, DNSQuestion, DNSRecord
+from dnslib import CLASS, QTYPE, RCODE, RR, DNSRecord
 
+from kdns.plugins.answering import authoritative_reply, chase
 from kdns.plugins.base import GENERATION, Next, Request, Response
 from kdns.plugins.file.setup import NAME, FileConfig, Zone, ZoneFileError, build_zone, in_zone, parent
 
@@ -254,36 +255,12 @@ class FileHandler:
 
     @staticmethod
     def _reply(req: Request, ans: Answer) -> DNSRecord:
-        h = req.msg.header
-        header = DNSHeader(id=h.id, qr=1, opcode=h.opcode, aa=int(ans.aa), rd=h.rd, ra=1,
-                           rcode=ans.rcode)
-        header.cd = h.cd
-        reply = DNSRecord(header, q=req.msg.questions[0])
-        reply.rr.extend(ans.answer)
-        reply.auth.extend(ans.authority)
-        reply.ar.extend(ans.additional)
-        return reply
+        return authoritative_reply(req, ans.rcode, ans.aa, ans.answer, ans.authority,
+                                   ans.additional)
 
-    def _chase(self, req: Request, target: str, reply: DNSRecord, nxt: Next) -> None:
-        """Resolve an out-of-zone CNAME target through the rest of the chain; failure leaves
-        the CNAME alone, which is still a correct answer."""
-        sub = Request(
-            msg=DNSRecord(DNSHeader(id=req.msg.header.id, rd=1),
-                          q=DNSQuestion(target, req.qtype, req.qclass)),
-            qname=target, qname_lower=target, qtype=req.qtype, qclass=req.qclass,
-            client=req.client, proto=req.proto, server=req.server, zone=req.zone,
-            max_size=65535, do=req.do,
-        )
-        try:
-            got = nxt(sub).msg
-        except Exception as err:
-            log.debug("file: resolving CNAME target %s failed: %s", target, err)
-            return
-        reply.rr.extend(got.rr)
-        if got.header.rcode == RCODE.NXDOMAIN:
-            reply.header.rcode = RCODE.NXDOMAIN  # RFC 6604: the rcode of the last name
-        if got.header.tc:
-            reply.header.tc = 1
+    @staticmethod
+    def _chase(req: Request, target: str, reply: DNSRecord, nxt: Next) -> None:
+        chase(req, target, reply, nxt, last_rcode=True)
 
     # -- reloading --------------------------------------------------------------------------
 

@@ -13,10 +13,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from dnslib import QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord
+from dnslib import QTYPE, RCODE, DNSRecord
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from kdns.k8s.source import ResourceSpec, Sink, Source, SourceFactory
+from kdns.plugins.answering import authoritative_reply, chase
 from kdns.plugins.base import Next, Request, Response
 from kdns.plugins.kubernetes.answer import Answer, answer
 from kdns.plugins.kubernetes.setup import KubernetesConfig, in_zone
@@ -111,34 +112,12 @@ class KubernetesHandler:
 
     @staticmethod
     def _reply(req: Request, ans: Answer) -> DNSRecord:
-        h = req.msg.header
-        header = DNSHeader(id=h.id, qr=1, opcode=h.opcode, aa=int(ans.aa), rd=h.rd, ra=1,
-                           rcode=ans.rcode)
-        header.cd = h.cd
-        reply = DNSRecord(header, q=req.msg.questions[0])
-        reply.rr.extend(ans.answer)
-        reply.auth.extend(ans.authority)
-        reply.ar.extend(ans.additional)
-        return reply
+        return authoritative_reply(req, ans.rcode, ans.aa, ans.answer, ans.authority,
+                                   ans.additional)
 
-    def _chase(self, req: Request, target: str, reply: DNSRecord, nxt: Next) -> None:
-        """Resolve an ExternalName target through the rest of the chain (CoreDNS's upstream
-        lookup): glibc-style stubs do not chase a CNAME themselves. Failure leaves the CNAME."""
-        sub = Request(
-            msg=DNSRecord(DNSHeader(id=req.msg.header.id, rd=1),
-                          q=DNSQuestion(target, req.qtype, req.qclass)),
-            qname=target, qname_lower=target.lower(), qtype=req.qtype, qclass=req.qclass,
-            client=req.client, proto=req.proto, server=req.server, zone=req.zone,
-            max_size=65535, do=req.do,
-        )
-        try:
-            got = nxt(sub).msg
-        except Exception as err:  # the CNAME alone is still a correct answer
-            log.debug("resolving ExternalName target %s failed: %s", target, err)
-            return
-        reply.rr.extend(got.rr)
-        if got.header.tc:
-            reply.header.tc = 1
+    @staticmethod
+    def _chase(req: Request, target: str, reply: DNSRecord, nxt: Next) -> None:
+        chase(req, target, reply, nxt, last_rcode=False)
 
     # -- lifecycle --------------------------------------------------------------------------
 

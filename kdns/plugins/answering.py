@@ -1,0 +1,51 @@
+"""Helpers for plugins that write authoritative answers (kubernetes, file): the reply
+skeleton, and chasing an out-of-zone CNAME target through the rest of the chain."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from dnslib import RCODE, RR, DNSHeader, DNSQuestion, DNSRecord
+
+from kdns.plugins.base import Next, Request
+
+log = logging.getLogger("kdns.server")
+
+
+def authoritative_reply(req: Request, rcode: int, aa: bool, answer: Iterable[RR],
+                        authority: Iterable[RR], additional: Iterable[RR]) -> DNSRecord:
+    """A reply to ``req`` (ID, opcode, RD and CD echoed, the question as sent)."""
+    h = req.msg.header
+    header = DNSHeader(id=h.id, qr=1, opcode=h.opcode, aa=int(aa), rd=h.rd, ra=1, rcode=rcode)
+    header.cd = h.cd
+    reply = DNSRecord(header, q=req.msg.questions[0])
+    reply.rr.extend(answer)
+    reply.auth.extend(authority)
+    reply.ar.extend(additional)
+    return reply
+
+
+def chase(req: Request, target: str, reply: DNSRecord, nxt: Next, *,
+          last_rcode: bool) -> None:
+    """Resolve ``target`` (a CNAME's) through the rest of the chain and append its records:
+    stub resolvers such as glibc's do not chase a CNAME themselves. A failure leaves the
+    CNAME alone, which is still a correct answer. With ``last_rcode``, an NXDOMAIN for the
+    target becomes the reply's rcode (RFC 6604: the rcode of the last name in the chain)."""
+    sub = Request(
+        msg=DNSRecord(DNSHeader(id=req.msg.header.id, rd=1),
+                      q=DNSQuestion(target, req.qtype, req.qclass)),
+        qname=target, qname_lower=target.lower(), qtype=req.qtype, qclass=req.qclass,
+        client=req.client, proto=req.proto, server=req.server, zone=req.zone,
+        max_size=65535, do=req.do,
+    )
+    try:
+        got = nxt(sub).msg
+    except Exception as err:
+        log.debug("resolving CNAME target %s failed: %s", target, err)
+        return
+    reply.rr.extend(got.rr)
+    if last_rcode and got.header.rcode == RCODE.NXDOMAIN:
+        reply.header.rcode = RCODE.NXDOMAIN
+    if got.header.tc:
+        reply.header.tc = 1
