@@ -430,7 +430,7 @@ def test_reload_on_new_serial_in_the_background(tmp_path: Path, caplog: pytest.L
         assert h.zones["example.org."].serial == 2
     finally:
         h.stop()
-    assert h._thread is None
+    assert h._poller._thread is None
 
 
 def test_reload_without_serial_change_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

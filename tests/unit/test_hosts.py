@@ -340,7 +340,7 @@ def test_reload_picks_up_changes_and_bumps_generation(tmp_path: Path,
         assert _poll(lambda: "reloaded" in caplog.text)
     finally:
         h.stop()
-    assert h._thread is None
+    assert h._poller._thread is None
 
 
 def test_vanished_file_keeps_data_with_one_warning(tmp_path: Path,
@@ -367,5 +367,5 @@ def test_unchanged_file_is_not_reparsed(tmp_path: Path) -> None:
 def test_reload_zero_starts_no_thread(tmp_path: Path) -> None:
     h = _handler(tmp_path, "        reload 0\n", args="hosts hosts")
     h.start()
-    assert h._thread is None
+    assert h._poller._thread is None
     h.stop()

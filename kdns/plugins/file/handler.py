@@ -43,6 +43,7 @@ from dnslib import CLASS, QTYPE, RCODE, RR, DNSRecord
 from kdns.plugins.answering import authoritative_reply, chase
 from kdns.plugins.base import GENERATION, Next, Request, Response
 from kdns.plugins.file.setup import NAME, FileConfig, Zone, ZoneFileError, build_zone, in_zone, parent
+from kdns.plugins.poller import Poller
 
 log = logging.getLogger("kdns.file")
 
@@ -211,8 +212,7 @@ class FileHandler:
         self._zones = {origin: _Loaded(origin, z) for origin, z in zones.items()}
         self._by_length = sorted(self._zones, key=len, reverse=True)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller("file-reload", cfg.reload, self.reload)
         self.reload_timestamp = clock()
         """When a zone was last (re)loaded, for metrics."""
 
@@ -309,22 +309,8 @@ class FileHandler:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.cfg.reload <= 0 or self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="file-reload", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.cfg.reload):
-            try:
-                self.reload()
-            except Exception:  # the loop must outlive one bad read
-                log.exception("file: reloading %s failed", self.cfg.path)
+        self._poller.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout=5)
+        self._poller.stop()
 

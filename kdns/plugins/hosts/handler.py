@@ -32,6 +32,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from kdns.plugins.base import GENERATION, Next, Request, Response
 from kdns.plugins.hosts.setup import NAME, Entry, HostsConfig, HostsData, build_data, parse_hosts_text
+from kdns.plugins.poller import Poller
 from kdns.plugins.setup_context import SetupContext
 
 log = logging.getLogger("kdns.hosts")
@@ -49,8 +50,7 @@ class HostsHandler:
         self._stat: _Stat | None = None
         self._warned = False
         self._lock = threading.Lock()  # one reader of the file at a time (thread vs. a test)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller("hosts-reload", cfg.reload, self.reload)
         self.data: HostsData = build_data(cfg.inline, reverse=cfg.reverse)
         self.entries = self.data.entries
         """``coredns_hosts_entries``: read by the metrics collector at scrape time."""
@@ -141,18 +141,7 @@ class HostsHandler:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.cfg.reload <= 0 or self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="hosts-reload", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.cfg.reload):
-            try:
-                self.reload()
-            except Exception:  # the loop must outlive one bad read
-                log.exception("hosts: reloading %s failed", self.cfg.path)
+        self._poller.start()
 
     def metrics(self, ctx: SetupContext) -> Iterator[Any]:
         """coredns_hosts_entries and coredns_hosts_reload_timestamp_seconds."""
@@ -162,7 +151,4 @@ class HostsHandler:
                                 "last reload of hosts file.", value=self.reload_timestamp)
 
     def stop(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout=5)
+        self._poller.stop()
