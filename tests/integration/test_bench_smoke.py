@@ -47,9 +47,11 @@ def _assert_cleaned_up(proc: subprocess.CompletedProcess[str], expected_servers:
 @NEEDS_DNSPERF
 def test_quick_benchmark_runs_every_workload(tmp_path: Path) -> None:
     servers = ["kdns"] + [s for s in ("dnsmasq", "unbound") if shutil.which(s)]
-    workloads = ["hits", "podmix", "srv", "cached", "tcp", "latency"]
+    # TCP runs for kdns alone below: dnsperf itself sometimes dies ("Bad file descriptor")
+    # on dnsmasq's fork-per-connection TCP in a 0.1 s run, which says nothing about kdns.
+    workloads = ["hits", "podmix", "srv", "cached", "latency"]
     if not shutil.which("dnsmasq"):  # the upstream of the forwarded workloads is a dnsmasq
-        workloads = ["hits", "srv", "tcp"]
+        workloads = ["hits", "srv"]
     out_json = tmp_path / "bench.json"
     proc = _run(["--quick", "--servers", ",".join(servers), "--workloads", ",".join(workloads),
                  "--n", "60", "--duration", "0.3", "--warmup", "0.1", "--json", str(out_json)])
@@ -98,3 +100,12 @@ def test_bad_workload_is_refused() -> None:
     proc = _run(["--workloads", "nope"], timeout=30)
     assert proc.returncode == 2
     assert "unknown workload 'nope'" in proc.stderr
+
+
+def test_quick_benchmark_tcp_workload_for_kdns() -> None:
+    proc = _run(["--quick", "--servers", "kdns", "--workloads", "tcp", "--n", "60",
+                 "--duration", "0.3", "--warmup", "0.1"])
+    log = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, log
+    m = re.search(r"^RESULT server=kdns workload=tcp qps=([\d.]+) .* ok=yes$", proc.stdout, re.M)
+    assert m is not None and float(m.group(1)) > 0, log
