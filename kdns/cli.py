@@ -25,6 +25,7 @@ log = logging.getLogger("kdns")
 
 EXIT_CONFIG = 2
 EXIT_NOT_FOUND = 1
+MAX_WORKERS = 256
 
 
 def _setup_logging(level: str) -> None:
@@ -47,6 +48,20 @@ def _port(_ctx: click.Context, _param: click.Parameter, value: int | None) -> in
     if value is not None and not 0 <= value <= 65535:
         raise click.BadParameter("must be in 0..65535")
     return value
+
+
+def _workers(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
+    from kdns.server.supervisor import default_workers
+
+    if value == "auto":
+        return default_workers()
+    try:
+        n = int(value, 10)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number or 'auto'") from None
+    if not 1 <= n <= MAX_WORKERS:
+        raise click.BadParameter(f"must be in 1..{MAX_WORKERS} or 'auto', got {n}")
+    return n
 
 
 def _addr(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -79,7 +94,7 @@ def _with_source_options(fn: Any) -> Any:
 
 def _build(conf: str | None, kubeconfig: str | None, context: str | None,
            manifests: str | None, dns_addr: str | None = None,
-           dns_port: int | None = None) -> Any:
+           dns_port: int | None = None, workers: int = 1, log_level: str = "info") -> Any:
     from kdns.server.app import KdnsServer, ServeOptions
 
     blocks, config_dir = _load(conf)
@@ -89,6 +104,10 @@ def _build(conf: str | None, kubeconfig: str | None, context: str | None,
         kubeconfig = str(Path(kubeconfig).expanduser().resolve())
     opts = ServeOptions(config_dir, Overrides(kubeconfig, context, manifests), dns_addr,
                         Path(conf).resolve() if conf is not None else None, dns_port)
+    if workers > 1:
+        from kdns.server.supervisor import Supervisor
+
+        return Supervisor(blocks, opts, workers, log_level=log_level).build()
     return KdnsServer(blocks, opts).build()
 
 
@@ -104,15 +123,19 @@ def main() -> None:
               help="Bind DNS to this address instead of all interfaces.")
 @click.option("--dns-port", type=int, callback=_port, default=None,
               help="Serve DNS on this port wherever the Corefile says 53 (0: a free port).")
+@click.option("--workers", callback=_workers, default="1", show_default=True, metavar="N|auto",
+              help="Serve from N processes on the same port (SO_REUSEPORT), with one set of "
+                   "API watches and one /metrics for all; 'auto': one per usable CPU.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def serve(conf: str | None, kubeconfig: str | None, context: str | None,
           manifests: str | None, dns_addr: str | None, dns_port: int | None,
-          log_level: str) -> None:
+          workers: int, log_level: str) -> None:
     """Serve DNS until SIGTERM/SIGINT (graceful: lameduck, then exit 0)."""
     _setup_logging(log_level)
     try:
-        server = _build(conf, kubeconfig, context, manifests, dns_addr, dns_port)
+        server = _build(conf, kubeconfig, context, manifests, dns_addr, dns_port, workers,
+                        log_level)
     except ConfigError as err:
         click.echo(f"kdns: {err}", err=True)
         sys.exit(EXIT_CONFIG)

@@ -48,6 +48,9 @@ class ServeOptions:
     dns_port: int | None = None
     """Replaces port 53 (given or implied) in every server key, for unprivileged runs; 0 picks
     a free port."""
+    http: bool = True
+    """Serve the plugins' HTTP endpoints (probes, metrics). A worker of ``--workers N`` does
+    not: its supervisor serves them for every worker."""
 
 
 @dataclass(slots=True)
@@ -218,6 +221,8 @@ class KdnsServer:
     def start_http(self, blocks: list[Block] | None = None) -> None:
         """Bring HTTP endpoints in line with the handlers' routes: an address already served
         keeps its socket and gets the new routes; a new one starts; a dropped one stops."""
+        if not self.opts.http:
+            return
         routes: dict[str, list[Route]] = {}
         for h in self.handlers(blocks):
             for r in getattr(h, "routes", ()):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from dnslib import QTYPE, RCODE, DNSRecord
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
@@ -31,23 +31,44 @@ WAIT_LOG_INTERVAL = 0.5
 """How often startup logs that it is still waiting for the first sync (as CoreDNS does)."""
 
 
+class SourceKey(NamedTuple):
+    """Everything that decides what a source reads: two kubernetes plugins with equal keys
+    can share one source (``kdns serve --workers N`` runs one per key, in the supervisor)."""
+
+    manifests: str | None
+    kubeconfig: str | None
+    context: str | None
+    endpoint: str | None
+    tls: tuple[str, str, str] | None
+    specs: tuple[ResourceSpec, ...]
+
+    @classmethod
+    def of(cls, cfg: KubernetesConfig) -> SourceKey:
+        return cls(cfg.manifests, cfg.kubeconfig, cfg.context, cfg.endpoint, cfg.tls,
+                   tuple(cfg.resource_specs()))
+
+    def factory(self) -> SourceFactory:
+        """The factory for the source this key names; imported lazily so a Corefile that
+        reads manifests never loads the API client."""
+
+        def build(specs: list[ResourceSpec], sink: Sink) -> Source:
+            if self.manifests:
+                from kdns.k8s.manifests import ManifestSource
+
+                return ManifestSource(self.manifests, specs, sink)
+            from kdns.k8s.client import ConnectionConfig
+            from kdns.k8s.informer import ApiSource
+
+            conn = ConnectionConfig(kubeconfig=self.kubeconfig, context=self.context,
+                                    endpoint=self.endpoint, tls=self.tls)
+            return ApiSource(conn, specs, sink)
+
+        return build
+
+
 def default_source(cfg: KubernetesConfig) -> SourceFactory:
-    """The factory for the source the config names; imported lazily so a Corefile that reads
-    manifests never loads the API client."""
-
-    def build(specs: list[ResourceSpec], sink: Sink) -> Source:
-        if cfg.manifests:
-            from kdns.k8s.manifests import ManifestSource
-
-            return ManifestSource(cfg.manifests, specs, sink)
-        from kdns.k8s.client import ConnectionConfig
-        from kdns.k8s.informer import ApiSource
-
-        conn = ConnectionConfig(kubeconfig=cfg.kubeconfig, context=cfg.context,
-                                endpoint=cfg.endpoint, tls=cfg.tls)
-        return ApiSource(conn, specs, sink)
-
-    return build
+    """The factory for the source the config names (read in this process)."""
+    return SourceKey.of(cfg).factory()
 
 
 class KubernetesHandler:

@@ -293,7 +293,11 @@ def setup(directive: Directive, ctx: SetupContext) -> KubernetesHandler:
 
     if NAME in ctx.shared:
         raise error(directive, NAME, "kubernetes may be used only once per server block")
-    handler = KubernetesHandler(parse_config(directive, ctx))
+    cfg = parse_config(directive, ctx)
+    # In a worker of `kdns serve --workers N` the objects come from the supervisor's one shared
+    # source per configuration, not from watches of this process's own.
+    hub = ctx.process.get("source_hub")
+    handler = KubernetesHandler(cfg, source_factory=hub.factory(cfg) if hub else None)
     ctx.shared[NAME] = handler
     return handler
 

@@ -58,7 +58,7 @@ class LoopHandler:
                  process: dict[str, Any] | None = None, shared: dict[str, Any] | None = None,
                  *, window: float | None = None, probe_timeout: float | None = None,
                  retry: float | None = None, grace: float | None = None,
-                 qname: str | None = None) -> None:
+                 qname: str | None = None, probe: bool = True) -> None:
         self.zone = zone
         self.qname = (qname or probe_name(zone)).lower()
         self.key_ports = key_ports
@@ -69,6 +69,8 @@ class LoopHandler:
         self.probe_timeout = PROBE_TIMEOUT if probe_timeout is None else probe_timeout
         self.retry = RETRY if retry is None else retry
         self.grace = GRACE if grace is None else grace
+        self.probe = probe
+        """False in workers other than the first of ``--workers N``: count, do not send."""
         self.address: tuple[str, int] | None = None
         """Where the probe was sent (the ``->`` side of the fatal message)."""
         self.seen = 0
@@ -169,6 +171,10 @@ class LoopHandler:
 
     def _run(self) -> None:
         try:
+            if not self.probe:
+                # Count probes the first worker sends for as long as it may send them.
+                self._stop.wait(self.window + self.grace)
+                return
             addr = self.target()
             if addr is None:
                 log.warning("loop: no listener to probe; loop detection is off")
