@@ -123,7 +123,8 @@ class Channel:
         self._out.clear()
         self._cond.notify_all()
         with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked in recv
+        self.sock.close()
 
     def close(self) -> None:
         with self._cond:
