@@ -170,7 +170,7 @@ class Kdns:
             return False
 
     def rss_kb(self) -> int:
-        v = proc_status_kb(self.proc.pid, "VmRSS")
+        v = tree_rss_kb(self.proc.pid)
         if v is None:
             raise BenchError(f"kdns is gone\n{self.log_tail()}")
         return v
@@ -181,6 +181,26 @@ class Kdns:
         except FileNotFoundError:
             return "(no kdns log)"
         return "kdns log:\n" + "\n".join(f"  | {x}" for x in text)
+
+
+def tree_rss_kb(pid: int) -> int | None:
+    """VmRSS of ``pid`` plus its children (``--workers N``: the supervisor and its workers;
+    shared pages are counted once per process, so the sum errs high). None once it is gone."""
+    own = proc_status_kb(pid, "VmRSS")
+    if own is None:
+        return None
+    kids: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids.extend(int(x) for x in f.read().split())
+    except OSError:
+        pass
+    return own + sum(proc_status_kb(k, "VmRSS") or 0 for k in kids)
+
+
+WORKERS = 1
+"""``--kdns-workers``: kdns serve --workers N (1: the single-process server)."""
 
 
 def start_kdns(children: Children, pin: Pinning, tmp: Path, source: str) -> Kdns:
@@ -208,7 +228,8 @@ def start_kdns(children: Children, pin: Pinning, tmp: Path, source: str) -> Kdns
     )
     log = tmp / "kdns.log"
     cmd = [*pin.prefix(pin.server_cpu), sys.executable, "-m", "kdns.cli", "serve",
-           "--conf", str(corefile), "--dns-addr", "127.0.0.1", "--log-level", "warning"]
+           "--conf", str(corefile), "--dns-addr", "127.0.0.1", "--log-level", "warning",
+           "--workers", str(WORKERS)]
     started = time.monotonic()
     with log.open("wb") as out:
         proc = children.start(cmd, cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=out,
@@ -295,7 +316,7 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            v = proc_status_kb(self.pid, "VmRSS")
+            v = tree_rss_kb(self.pid)
             if v is not None:
                 self.peak_kb = max(self.peak_kb, v)
             self._stop.wait(self.interval)
@@ -621,6 +642,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke mode: 500 services, 10 changes")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
+    p.add_argument("--kdns-workers", type=int, default=1,
+                   help="run kdns serve --workers N; RSS is then the sum over the supervisor "
+                        "and its workers (default 1: one process)")
     a = p.parse_args(argv)
     a.sizes = [int(x) for x in (a.sizes or ("500" if a.quick else "10000,50000")).split(",")]
     a.changes = a.changes if a.changes is not None else (10 if a.quick else 100)
@@ -635,6 +659,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    global WORKERS
+    WORKERS = args.kdns_workers
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupt)
     children = Children()

@@ -48,9 +48,10 @@ ALERTS = DEPLOY / "observability" / "kdns-alerts.yaml"
 KITS = {
     "base": DEPLOY / "base",
     "autopath": DEPLOY / "overlays" / "autopath",
+    "multicore": DEPLOY / "overlays" / "multicore",
     "nodelocal": DEPLOY / "nodelocal",
 }
-CLUSTER_DNS_KITS = ("base", "autopath")
+CLUSTER_DNS_KITS = ("base", "autopath", "multicore")
 """The kits that run kdns as the cluster DNS (with the kubernetes plugin)."""
 
 KDNS_CONTAINER = "kdns"
@@ -718,3 +719,18 @@ def test_exported_series_are_real() -> None:
     assert {"coredns_dns_requests_total", "coredns_dns_request_duration_seconds_bucket",
             "kdns_kubernetes_stale", "coredns_cache_entries"} <= exported
     assert "coredns_dns_requests" not in exported and "kdns_kubernetes_stale_total" not in exported
+
+
+def test_multicore_requests_a_core_per_worker_and_a_view_each() -> None:
+    objs = render("multicore")
+    container = kdns_container(workload(objs))
+    workers = serve_params(container["args"])["workers"]
+    assert workers >= 2
+    res = container["resources"]
+    assert float(res["requests"]["cpu"]) >= workers
+    # no CPU limit: CFS throttling becomes DNS latency (as in the base)
+    assert "cpu" not in res.get("limits", {})
+    base = kdns_container(workload(render("base")))["resources"]
+    mib = {k: int(str(v).removesuffix("Mi")) for k, v in
+           (("base", base["limits"]["memory"]), ("multi", res["limits"]["memory"]))}
+    assert mib["multi"] >= workers * mib["base"]  # every worker holds its own view
