@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -201,6 +202,13 @@ def run(fd: int) -> int:
         chan.send(("failed", str(err), EXIT_CONFIG))
         chan.flush(2.0)
         return EXIT_CONFIG
+
+    # Ctrl-C in a terminal reaches the whole process group: the supervisor decides, and tells
+    # us. SIGTERM sent to the group (systemd, `kill -- -PGID`) drains this worker as the
+    # supervisor would.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda _s, _f: threading.Thread(
+        target=server.shutdown, daemon=True, name="worker-sigterm").start())
 
     def orphaned() -> None:
         log.error("the supervisor is gone; stopping")

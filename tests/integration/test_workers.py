@@ -307,3 +307,29 @@ def test_port_zero_gives_all_workers_one_port(api: fakeapi.FakeApiServer,
         assert inst.addresses("kubia.default.svc.cluster.local.") == [["10.98.237.175"]] * N_ASK
     finally:
         inst.proc.stop()
+
+
+def test_ctrl_c_to_the_process_group_stops_cleanly(api: fakeapi.FakeApiServer,
+                                                   tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches every process of the group; the supervisor alone decides."""
+    ready, metrics = _free_port(), _free_port()
+    corefile = tmp_path / "Corefile"
+    corefile.write_text(corefile_text(api, tmp_path, ready, metrics))
+    p = subprocess.Popen([*KDNS, "serve", "--conf", str(corefile), "--dns-addr", "127.0.0.1",
+                          "--dns-port", "0", "--workers", "2"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        assert line.startswith("kdns: serving on "), line
+        pids = children(p.pid)
+        assert len(pids) == 2
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=20)
+        assert p.returncode == 0, err
+        assert "Traceback" not in err and "restarting" not in err, err
+        until(lambda: not any(alive(pid) for pid in pids), timeout=5)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
