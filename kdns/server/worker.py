@@ -219,7 +219,9 @@ def run(fd: int) -> int:
     try:
         server.start()
     except (ConfigError, ValueError, OSError) as err:
-        chan.send(("failed", f"cannot start: {err}", EXIT_CONFIG))
+        # The same words as a single-process `kdns serve` (which the supervisor prints).
+        msg = f"cannot listen: {err}" if isinstance(err, OSError) else str(err)
+        chan.send(("failed", msg, EXIT_CONFIG))
         chan.flush(2.0)
         server.stop()
         return EXIT_CONFIG

@@ -333,3 +333,22 @@ def test_ctrl_c_to_the_process_group_stops_cleanly(api: fakeapi.FakeApiServer,
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_fails_start_up_alike(workers: str, tmp_path: Path) -> None:
+    from tests.conftest import DEMO
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
+        held.bind(("127.0.0.1", 0))  # no SO_REUSEPORT: nobody may share it
+        port = held.getsockname()[1]
+        corefile = tmp_path / "Corefile"
+        corefile.write_text((DEMO / "Corefile").read_text()
+                            .replace(".:1053", f".:{port}")
+                            .replace("manifests .", f"manifests {DEMO}")
+                            .replace("127.0.0.1:8080", f"127.0.0.1:{_free_port()}")
+                            .replace("127.0.0.1:8181", f"127.0.0.1:{_free_port()}"))
+        r = subprocess.run([*KDNS, "serve", "--conf", str(corefile), "--dns-addr", "127.0.0.1",
+                            "--workers", workers], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "kdns: cannot listen: [Errno 98] Address already in use" in r.stderr, r.stderr
