@@ -87,6 +87,8 @@ class Worker:
     """A start-up failure the worker reported: (message, exit code)."""
     up: threading.Event = field(default_factory=threading.Event)
     replies: dict[int, Any] = field(default_factory=dict)
+    waiting: set[int] = field(default_factory=set)
+    """Request ids still awaited: a reply that comes after its request gave up is dropped."""
     reply_cond: threading.Condition = field(default_factory=threading.Condition)
     last_waiting: list[str] = field(default_factory=list)
 
@@ -262,8 +264,9 @@ class Supervisor:
                     self._unsubscribe(chan, msg[1])
                 elif kind == "reply":
                     with w.reply_cond:
-                        w.replies[msg[1]] = msg[2]
-                        w.reply_cond.notify_all()
+                        if msg[1] in w.waiting:
+                            w.replies[msg[1]] = msg[2]
+                            w.reply_cond.notify_all()
                 elif kind == "listening":
                     w.listening = [(str(h), int(p)) for h, p in msg[1]]
                     w.up.set()
@@ -275,6 +278,8 @@ class Supervisor:
             except Exception:
                 log.exception("handling %r from worker %d", kind, w.index)
         chan.close()
+        with w.reply_cond:
+            w.reply_cond.notify_all()  # requests to this worker give up now, not at timeout
         for key in list(self.sources):
             src = self.sources.get(key)
             if src is not None:
@@ -342,16 +347,23 @@ class Supervisor:
         if chan is None or chan.closed:
             return None
         req_id = next(self._req_ids)
-        if not chan.send(("request", req_id, what)):
-            return None
-        deadline = time.monotonic() + timeout
         with w.reply_cond:
-            while req_id not in w.replies:
-                left = deadline - time.monotonic()
-                if left <= 0 or chan.closed:
-                    return None
-                w.reply_cond.wait(left)
-            return w.replies.pop(req_id)
+            w.waiting.add(req_id)
+        try:
+            if not chan.send(("request", req_id, what)):
+                return None
+            deadline = time.monotonic() + timeout
+            with w.reply_cond:
+                while req_id not in w.replies:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or chan.closed:
+                        return None
+                    w.reply_cond.wait(left)
+                return w.replies.pop(req_id)
+        finally:
+            with w.reply_cond:
+                w.waiting.discard(req_id)
+                w.replies.pop(req_id, None)
 
     # -- reload ------------------------------------------------------------------------------
 
