@@ -352,3 +352,43 @@ def test_a_port_in_use_fails_start_up_alike(workers: str, tmp_path: Path) -> Non
                             "--workers", workers], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "kdns: cannot listen: [Errno 98] Address already in use" in r.stderr, r.stderr
+
+
+def test_a_forwarding_loop_stops_every_worker(tmp_path: Path) -> None:
+    port = _free_port()
+    corefile = tmp_path / "Corefile"
+    corefile.write_text(f".:{port} {{\n    loop\n    forward . 127.0.0.1:{port}\n}}\n")
+    r = subprocess.run([*KDNS, "serve", "-c", str(corefile), "--dns-addr", "127.0.0.1",
+                        "--workers", "2"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert 'detected for zone ".", see https://coredns.io/plugins/loop#troubleshooting' \
+        in r.stderr
+    assert r.stderr.rstrip().splitlines()[-1].startswith("kdns: plugin/loop: Loop (")
+
+
+def test_no_loop_is_no_loop_with_several_workers(tmp_path: Path) -> None:
+    """All workers share the probe name and only one sends it: an honest probe, answered by
+    the upstream, must not look like a loop to the worker that happens to receive it."""
+    from tests.conftest import start_server
+
+    (tmp_path / "up").mkdir()
+    upstream = start_server(".:53 {\n    errors\n}\n", tmp_path / "up")
+    try:
+        up_port = upstream.listeners[0].port
+        corefile = tmp_path / "Corefile"
+        metrics = _free_port()
+        corefile.write_text(f".:53 {{\n    prometheus 127.0.0.1:{metrics}\n    loop\n"
+                            f"    forward . 127.0.0.1:{up_port}\n}}\n")
+        proc = Proc([*KDNS, "serve", "-c", str(corefile), "--dns-addr", "127.0.0.1",
+                     "--dns-port", "0", "--workers", "2"])
+        try:
+            proc.wait_serving(timeout=30)
+            time.sleep(4.0)  # the probe's reply plus its 2 s grace, with margin
+            assert proc.p.poll() is None, proc.stderr()
+            hinfo = metric(get(metrics, "/metrics")[1], "coredns_dns_requests_total",
+                           type="other")
+            assert hinfo >= 1  # the probe did reach a worker
+        finally:
+            assert proc.stop() == 0
+    finally:
+        upstream.stop()
