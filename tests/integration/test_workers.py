@@ -15,8 +15,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,8 @@ import pytest
 from kdns.server.supervisor import default_workers
 from tests import fakeapi
 from tests.integration.test_cli import KDNS, Proc, _free_port
+from tests.integration.test_cli import _get as get
+from tests.integration.test_k8s_dns import _seed as seed
 
 N_ASK = 40
 """Queries from fresh sockets per check: all landing on one of two workers has odds 2^-40."""
@@ -75,14 +75,6 @@ def children(pid: int) -> list[int]:
     return sorted(int(x) for x in out.split())
 
 
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-
-
 def metric(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
     total = 0.0
@@ -113,15 +105,6 @@ def alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except OSError:
         return False
-
-
-def seed(api: fakeapi.FakeApiServer) -> None:
-    api.add("namespaces", fakeapi.namespace("default"))
-    api.add("services", fakeapi.service("default", "kubia", cluster_ip="10.98.237.175",
-                                        ports=[("http", 80, "TCP")]))
-    api.add("endpointslices", fakeapi.endpoint_slice(
-        "default", "kubia-abc", "kubia", ports=[("http", 8080, "TCP")],
-        endpoints=["10.244.1.18", "10.244.2.14", "10.244.3.14"]))
 
 
 def corefile_text(api: fakeapi.FakeApiServer, tmp: Path, ready: int, metrics: int,
