@@ -44,7 +44,6 @@ import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -63,10 +62,10 @@ from udp_qps import (  # noqa: E402
     Children,
     Pinning,
     _log,
-    _raise_interrupt,
     choose_pinning,
     free_port,
     proc_status_kb,
+    run_main,
 )
 
 NAMESPACES = 100
@@ -661,16 +660,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     global WORKERS
     WORKERS = args.kdns_workers
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_interrupt)
-    children = Children()
-    tmp = Path(tempfile.mkdtemp(prefix="kdns-scale-"))
-    pin = choose_pinning()
-    if pin.load_cpu is not None:
-        # The fake API server and the probes run here: keep them off the server's CPU.
-        os.sched_setaffinity(0, {pin.load_cpu})
-    _log(f"scale benchmark in {tmp}")
-    try:
+
+    def body(children: Children, tmp: Path) -> int:
+        pin = choose_pinning()
+        if pin.load_cpu is not None:
+            # The fake API server and the probes run here: keep them off the server's CPU.
+            os.sched_setaffinity(0, {pin.load_cpu})
+        _log(f"scale benchmark in {tmp}")
         scale = [] if args.skip_scale else [run_scale(n, args, children, pin, tmp)
                                             for n in args.sizes]
         headless = None if args.skip_headless else run_headless(args, children, pin, tmp)
@@ -678,20 +674,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json is not None:
             args.json.write_text(json.dumps(out, indent=2) + "\n")
         return 0
-    except BenchError as e:
-        _log(f"error: {e}")
-        return 2
-    except KeyboardInterrupt:
-        _log("interrupted")
-        return 130
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        children.stop_all()
-        if args.keep:
-            _log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    return run_main("kdns-scale-", args.keep, body)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kdns-suite-") as tmp:
         qps_json, scale_json = Path(tmp) / "qps.json", Path(tmp) / "scale.json"
         steps = []
+        failed_steps: list[tuple[str, int]] = []
         if not args.skip_qps:
             steps.append(("qps", [py, str(BENCH / "udp_qps.py"), *quick, "--json",
                                   str(qps_json), *extra]))
@@ -56,12 +57,16 @@ def main(argv: list[str] | None = None) -> int:
             code = subprocess.call(cmd, cwd=REPO, env=env)
             print(f"=== {name} exited with {code}", flush=True)
             rc = rc or code
+            if code != 0:
+                failed_steps.append((name, code))
         results = {}
         for key, path in (("qps", qps_json), ("scale", scale_json)):
             if path.exists():
                 results[key] = json.loads(path.read_text())
     print("\n=== summary")
-    missed: list[str] = []
+    missed: list[str] = [f"{name} benchmark (exit {code})" for name, code in failed_steps]
+    for what in missed:
+        print(f"FAIL  {what}: see its output above")
     for g in results.get("qps", {}).get("goals", []):
         line = (f"{g['workload']}: kdns/dnsmasq {g['ratio']:.2f} >= {g['target']:.2f}")
         print(f"{'PASS' if g['pass'] else 'FAIL'}  {line}")

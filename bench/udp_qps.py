@@ -53,7 +53,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -100,6 +100,11 @@ GOALS = {"hits": 0.9, "podmix": 0.9, "cached": 0.7}
 
 class BenchError(RuntimeError):
     """The benchmark cannot produce a meaningful number; the message says why."""
+
+
+class GeneratorFailed(BenchError):
+    """The load generator itself failed on one run (dnsperf gives up on a server that resets
+    its TCP connections, for one): that run is left out, the others go on."""
 
 
 def _log(msg: str) -> None:
@@ -564,7 +569,7 @@ class DnsperfGenerator(Generator):
             self.children.stop(proc)
         text = out.decode(errors="replace")
         if proc.returncode != 0:
-            raise BenchError(f"dnsperf exited with {proc.returncode}:\n{text[-3000:]}")
+            raise GeneratorFailed(f"dnsperf exited with {proc.returncode}:\n{text[-3000:]}")
         result = parse_dnsperf(text)
         if rate is not None:
             result.latencies_ms = [
@@ -1030,19 +1035,31 @@ def run(args: argparse.Namespace, children: Children, tmp: Path) -> dict[str, ob
         return measure(inst, gen_, data.queries[workload], seconds,
                        data.miss_fraction[workload], spec, args.rate)
 
+    def failed(name: str, workload: str, what: str, err: GeneratorFailed) -> None:
+        first = str(err).splitlines()[0]
+        msg = f"{name} {workload} {what}: the load generator failed ({first}); run left out"
+        _log(msg)
+        if name == "kdns":
+            cells[(name, workload)].problems.append(msg)  # ours to explain: exit 1
+        else:
+            notes.append(msg)
+
     def warm(name: str, workload: str) -> None:
         if args.warmup > 0:
             _log(f"warm-up {name} {workload} {args.warmup:g} s")
             spec = SPECS[workload]
             # Warm at full speed over UDP whatever the workload: the point is to fill caches.
-            gen_.run(servers[name].for_workload(workload).port, data.queries[workload],
-                     args.warmup, "udp" if spec.fixed_rate else spec.mode, None)
+            try:
+                gen_.run(servers[name].for_workload(workload).port, data.queries[workload],
+                         args.warmup, "udp" if spec.fixed_rate else spec.mode, None)
+            except GeneratorFailed as err:
+                failed(name, workload, "warm-up", err)
 
+    cells = {(s, w): Cell() for s in args.servers for w in args.workloads}
     for workload in args.workloads:
         for name in servers:
             warm(name, workload)
 
-    cells = {(s, w): Cell() for s in args.servers for w in args.workloads}
     names = list(args.servers)
     for rep in range(args.reps):
         # Rotate who goes first so drift (thermal, other load) does not favour one server.
@@ -1052,7 +1069,11 @@ def run(args: argparse.Namespace, children: Children, tmp: Path) -> dict[str, ob
             for name in order:
                 if SPECS[workload].rewarm and rep > 0:
                     warm(name, workload)
-                result, problem = one(name, workload, args.duration)
+                try:
+                    result, problem = one(name, workload, args.duration)
+                except GeneratorFailed as err:
+                    failed(name, workload, f"rep {rep + 1}", err)
+                    continue
                 cell = cells[(name, workload)]
                 cell.runs.append(result)
                 if problem:
@@ -1085,20 +1106,18 @@ def print_profile(path: Path, workload: str, top: int) -> None:
         print(text[start:] if start >= 0 else text)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_main(prefix: str, keep: bool, body: Callable[[Children, Path], int]) -> int:
+    """What every benchmark script's ``main`` does around its ``body``: a temp dir, clean-up
+    of every child process and of the dir however the run ends, and the exit status (the
+    body's; 2 for a :class:`BenchError`; 130 when interrupted)."""
     # Explicit for SIGINT too: a shell starts background jobs with SIGINT ignored, and the
     # clean-up below must run however the script is stopped.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupt)
     children = Children()
-    tmp = Path(tempfile.mkdtemp(prefix="kdns-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        out = run(args, children, tmp)
-        if args.json is not None:
-            args.json.write_text(json.dumps(out, indent=2) + "\n")
-        problems = [r["problems"] for r in out["results"]]  # type: ignore[attr-defined]
-        return 1 if any(problems) else 0
+        return body(children, tmp)
     except BenchError as e:
         _log(f"error: {e}")
         return 2
@@ -1110,10 +1129,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
         children.stop_all()
-        if args.keep:
+        if keep:
             _log(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def body(children: Children, tmp: Path) -> int:
+        out = run(args, children, tmp)
+        if args.json is not None:
+            args.json.write_text(json.dumps(out, indent=2) + "\n")
+        problems = [r["problems"] for r in out["results"]]  # type: ignore[attr-defined]
+        return 1 if any(problems) else 0
+
+    return run_main("kdns-bench-", args.keep, body)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -75,7 +74,6 @@ from udp_qps import (  # noqa: E402
     RunResult,
     Server,
     _log,
-    _raise_interrupt,
     check_answers,
     choose_pinning,
     cpu_seconds,
@@ -84,6 +82,7 @@ from udp_qps import (  # noqa: E402
     kubeadm_plugins,
     percentile,
     proc_status_kb,
+    run_main,
     wait_ready,
 )
 
@@ -801,30 +800,14 @@ def run(args: argparse.Namespace, children: Children, tmp: Path) -> tuple[dict[s
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # Explicit for SIGINT too: a shell starts background jobs with SIGINT ignored.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_interrupt)
-    children = Children()
-    tmp = Path(tempfile.mkdtemp(prefix="kdns-workers-"))
-    try:
+
+    def body(children: Children, tmp: Path) -> int:
         out, rc = run(args, children, tmp)
         if args.json is not None:
             args.json.write_text(json.dumps(out, indent=2) + "\n")
         return rc
-    except BenchError as e:
-        _log(f"error: {e}")
-        return 2
-    except KeyboardInterrupt:
-        _log("interrupted")
-        return 130
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        children.stop_all()
-        if args.keep:
-            _log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    return run_main("kdns-workers-", args.keep, body)
 
 
 if __name__ == "__main__":

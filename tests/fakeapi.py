@@ -39,6 +39,7 @@ import itertools
 import json
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -329,6 +330,13 @@ class _HTTPServer(ThreadingHTTPServer):
             self.fake._threads = [x for x in self.fake._threads if x.is_alive()]
             self.fake._threads.append(t)
         t.start()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up (kdns stopping, a dropped watch) is normal here; anything
+        # else is a bug in the fake and keeps socketserver's traceback.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
