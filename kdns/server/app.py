@@ -32,6 +32,8 @@ from kdns.server.metrics import ServerCollector
 log = logging.getLogger("kdns.server")
 
 DEFAULT_DNS_PORT = 53
+DRAIN_GRACE = 30.0
+"""How long a second ``stop()`` waits for the first to finish draining."""
 RELOAD_GRACE = 5.0
 """Seconds the previous configuration's plugins keep running after a reload, so queries that
 were in flight on the old chain (a forward waiting on its upstream) finish normally."""
@@ -151,7 +153,10 @@ class KdnsServer:
         self.blocks: list[Block] = []
         self.listeners: list[Listener] = []
         self.http: list[HttpEndpoint] = []
+        self._stopping = threading.Event()
         self._stopped = threading.Event()
+        """Set once everything has stopped: ``wait()`` returning lets ``kdns serve`` exit, so
+        it must not be set while a drain is still answering queued queries."""
         self._started = False
         self._reload_lock = threading.Lock()
         self.reloads = 0
@@ -362,7 +367,7 @@ class KdnsServer:
 
     def shutdown(self, *, lameduck: float | None = None) -> None:
         """Graceful stop: not ready at once, keep answering for the lameduck period, stop."""
-        if self._stopped.is_set():
+        if self._stopping.is_set():
             return
         self.process["draining"].set()
         wait = self.lameduck if lameduck is None else lameduck
@@ -372,15 +377,21 @@ class KdnsServer:
         self.stop(drain=True)
 
     def stop(self, drain: bool = False) -> None:
-        if self._stopped.is_set():
+        if self._stopping.is_set():
+            # A second caller returns when the first has finished (bounded: never hang a
+            # caller that the first one might be waiting for).
+            self._stopped.wait(DRAIN_GRACE)
             return
-        self._stopped.set()
-        for lst in self.listeners:
-            self._stop_listener(lst, drain)
-        self._stop_handlers(self.blocks)
-        for ep in self.http:
-            ep.stop()
-        log.info("stopped")
+        self._stopping.set()
+        try:
+            for lst in self.listeners:
+                self._stop_listener(lst, drain)
+            self._stop_handlers(self.blocks)
+            for ep in self.http:
+                ep.stop()
+            log.info("stopped")
+        finally:
+            self._stopped.set()
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)

@@ -82,6 +82,33 @@ def test_lameduck_not_ready_at_once_healthy_and_serving_then_stops(tmp_path: Pat
     assert _status(hport, "/health") == 0  # gone after the drain
 
 
+def test_wait_returns_only_once_the_drain_is_done(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kdns serve` exits when ``wait()`` returns: if that happened when the stop began, the
+    process would exit with queries still queued on a socket being drained (a rollout lost a
+    few that way)."""
+    from kdns.server.listeners import UdpListener
+
+    server = start_server(f".:53 {{\n kubernetes cluster.local {{\n manifests {DEMO}\n }}\n}}\n",
+                          tmp_path)
+    real_stop = UdpListener.stop
+    draining = threading.Event()
+
+    def slow_stop(self: UdpListener, drain: bool = False) -> None:
+        draining.set()
+        time.sleep(0.5)  # a drain that takes a while (queued queries, 50 ms of quiet)
+        real_stop(self, drain)
+
+    monkeypatch.setattr(UdpListener, "stop", slow_stop)
+    stopper = threading.Thread(target=server.shutdown, kwargs={"lameduck": 0})
+    stopper.start()
+    assert draining.wait(5)
+    assert not server.wait(0.2), "wait() returned while the drain was still running"
+    stopper.join(10)
+    assert server.wait(0)
+    server.stop()  # a second stop returns at once
+
+
 def test_startup_timeout_waits_then_serves_servfail_for_the_zone(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -1,9 +1,9 @@
-"""A short run of tools/rollout_under_load.py: an instance replaced under load.
+"""A short run of tools/rollout_under_load.py: instances replaced under load lose no query.
 
-The goal is zero lost queries, and standalone runs measure zero (tools/rollout_under_load.py
-exits 1 otherwise). Inside the full suite on a loaded 2-core machine a rare loss (2 in ~3,800
-once) was seen and is not yet explained, so this test bounds loss at 0.5 % and requires no
-wrong answer and a clean exit of every instance; the open item is in the project notes."""
+The old instance fails readiness, serves through its lameduck period, steers new datagrams to
+its SO_REUSEPORT sibling, answers what was queued, then exits 0. Any lost query fails the test
+(it once lost a few: ``kdns serve`` exited while the drain was still answering, fixed in
+``KdnsServer.stop``; see test_lifecycle's ``test_wait_returns_only_once_the_drain_is_done``)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from tests.conftest import ROOT
 
 def test_rollout_under_load_loses_no_query() -> None:
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "rollout_under_load.py"),
-                        "--rate", "1000", "--rollovers", "1", "--lameduck", "0.5"],
+                        "--rate", "2000", "--rollovers", "2", "--lameduck", "0.5"],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     m = re.search(r"queries sent: (\d+), answered: (\d+), lost: (\d+), wrong answers: (\d+), "
-                  r"rollovers: 1, instance exit codes: \[0, 0\]", r.stdout)
+                  r"rollovers: 2, instance exit codes: \[0, 0, 0\]", r.stdout)
     assert m is not None, r.stdout + r.stderr
     sent, _, lost, wrong = (int(g) for g in m.groups())
-    assert sent > 1000 and wrong == 0, r.stdout
-    assert lost <= sent * 0.005, r.stdout
+    assert sent > 4000 and wrong == 0, r.stdout
+    assert lost == 0, r.stdout
+    assert r.returncode == 0, r.stdout
