@@ -22,8 +22,8 @@ from tests.conftest import DEMO, Running, start_server
 
 
 class Upstream:
-    """A UDP DNS server on 127.0.0.1: ``nx.*`` is NXDOMAIN with an SOA, anything else an A
-    record with TTL 300. Counts the queries per name (lower case)."""
+    """A UDP DNS server on 127.0.0.1: ``nx.*`` is NXDOMAIN with an SOA, ``two.*`` two A
+    records, anything else one A record, all with TTL 300. Counts the queries per name (lower case)."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -56,6 +56,9 @@ class Upstream:
                 reply.header.rcode = RCODE.NXDOMAIN
                 reply.add_auth(*RR.fromZone("example. 60 IN SOA ns.example. host.example. 1 7200 "
                                             "1800 86400 60"))
+            elif query.q.qtype == QTYPE.A and name.lower().startswith("two."):
+                reply.add_answer(*RR.fromZone(f"{name} 300 IN A 192.0.2.7\n"
+                                              f"{name} 300 IN A 192.0.2.8"))
             elif query.q.qtype == QTYPE.A:
                 reply.add_answer(*RR.fromZone(f"{name} 300 IN A 192.0.2.7"))
             self.sock.sendto(reply.pack(), addr)
@@ -172,3 +175,29 @@ def test_cache_hits_are_replayed_by_the_fast_path_for_at_most_a_second(
     later = a_ttl(kdns.udp("www.example.com."))
     assert later <= first - 2  # the countdown continues past the replay window
     assert upstream.count("www.example.com.") == 1
+
+
+@pytest.mark.parametrize("wrapper, qname", [
+    ("loadbalance", "two.example.com."),
+    ("rewrite name alias.example.com two.example.com", "alias.example.com."),
+])
+def test_cache_hits_behind_another_plugin_still_count_down(
+    upstream: Upstream, tmp_path: Path, wrapper: str, qname: str,
+) -> None:
+    """loadbalance and rewrite wrap cache (CoreDNS's order): the reply they rebuild must keep
+    the cache's one-second replay limit, or the fast path replays a frozen TTL past expiry."""
+    for kdns in running(f".:53 {{\n    {wrapper}\n    cache 30\n"
+                        f"    forward . 127.0.0.1:{upstream.port}\n}}\n", tmp_path):
+        def ttl() -> int:
+            r = kdns.udp(qname)
+            assert sorted(rr.address for rr in r.answer[0]) == ["192.0.2.7", "192.0.2.8"]
+            return int(r.answer[0].ttl)
+
+        first = ttl()
+        for _ in range(50):
+            ttl()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.2:
+            time.sleep(0.05)
+        assert ttl() <= first - 2
+        assert upstream.count("two.example.com.") == 1

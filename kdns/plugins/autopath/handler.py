@@ -27,6 +27,7 @@ host search list always give the same reply.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -187,10 +188,11 @@ class AutopathHandler:
             log.debug("autopath %s -> %s", req.qname, candidate)
             fast, generation = self._fastness(consulted, kube_zone)
             return Response(_cnamed(req, resp.msg), self.name, fast=fast,
-                            generation=generation)
+                            generation=generation, expires=_soonest(consulted))
         fast, generation = self._fastness(consulted, kube_zone)
         return Response(first_resp.msg, first_resp.plugin, fast=fast and not failed,
-                        generation=generation, variants=first_resp.variants)
+                        generation=generation, variants=first_resp.variants,
+                        expires=_soonest(consulted))
 
     @staticmethod
     def _fastness(consulted: list[Response], kube_zone: str | None) -> tuple[bool, int]:
@@ -216,9 +218,14 @@ class AutopathHandler:
         yield fam
 
 
+def _soonest(consulted: list[Response]) -> float:
+    """The earliest replay deadline of the replies a walk consulted (0: none has one): a
+    stored walk may be replayed only while every step of it may."""
+    return min((r.expires for r in consulted if r.expires), default=0.0)
+
+
 def _with_fast(resp: Response, fast: bool) -> Response:
-    return Response(resp.msg, resp.plugin, fast=fast, generation=resp.generation,
-                    variants=resp.variants)
+    return dataclasses.replace(resp, fast=fast)  # keeps expires and variants
 
 
 def _sub_request(req: Request, name: str) -> Request:

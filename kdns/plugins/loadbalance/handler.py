@@ -24,6 +24,7 @@ It runs only on misses, so it stays a handful of list operations per reply.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -76,14 +77,14 @@ class LoadBalanceHandler:
         if not resp.fast:
             self._rng.shuffle(address)
             self._rng.shuffle(mx)
-            return Response(with_answer(msg, head + address + mx), resp.plugin,
-                            generation=resp.generation)
+            return dataclasses.replace(resp, msg=with_answer(msg, head + address + mx))
         count = min(max(len(address), len(mx)), MAX_ORDERS)
         orders = [head + a + m for a, m in zip(self.cycle(address, count),
                                                self.cycle(mx, count), strict=True)]
-        return Response(with_answer(msg, orders[0]), resp.plugin, fast=True,
-                        generation=resp.generation,
-                        variants=[with_answer(msg, o) for o in orders[1:]])
+        # replace(), not a new Response: the inner plugin's other terms (the cache's replay
+        # deadline above all) must survive the reordering.
+        return dataclasses.replace(resp, msg=with_answer(msg, orders[0]),
+                                   variants=[with_answer(msg, o) for o in orders[1:]])
 
     def cycle(self, items: list[RR], count: int) -> list[list[RR]]:
         """``count`` orders of ``items`` in which the first records are spread evenly.

@@ -15,6 +15,7 @@ probe before it reached this plugin.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import socket
@@ -90,7 +91,7 @@ class LoopHandler:
             # The UDP loop's inline attempt: a probe that loops always goes through forward,
             # which never answers inline, so it is counted once, in the worker's pass.
             resp = nxt(req)
-            return Response(resp.msg, resp.plugin, fast=False, generation=resp.generation)
+            return dataclasses.replace(resp, fast=False)
         with self._lock:
             self.seen += 1
             looping = self.seen > 2
@@ -103,8 +104,7 @@ class LoopHandler:
             # Stop feeding the loop: answer here instead of passing the query on again.
             return Response(_servfail(req), self.name)
         resp = nxt(req)
-        return Response(resp.msg, resp.plugin, fast=False, generation=resp.generation,
-                        variants=resp.variants)
+        return dataclasses.replace(resp, fast=False)
 
     def _message(self, client: tuple[str, int]) -> str:
         addr = self.address or self.target()

@@ -342,8 +342,8 @@ class RewriteHandler:
         resp = nxt(self._request(req, state, renamed))
         back = _Reverter(req, tuple(reversed(answers)), renamed)
         variants = [back.revert(v) for v in resp.variants] if resp.variants else None
-        return Response(back.revert(resp.msg), resp.plugin, fast=resp.fast,
-                        generation=resp.generation, variants=variants)
+        # replace(): the inner plugin's other terms (the cache's replay deadline) stay
+        return dataclasses.replace(resp, msg=back.revert(resp.msg), variants=variants)
 
     @staticmethod
     def _request(req: Request, state: State, renamed: bool) -> Request:
