@@ -9,7 +9,7 @@ raise on internal faults; the server turns an escaped exception into SERVFAIL an
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -55,6 +55,10 @@ class Response:
     variants: list[DNSRecord] | None = None
     """Alternative orderings of ``msg`` (set by ``loadbalance``). The server encodes each once
     and, for a fast reply, hands them out in turn, so shuffled order survives precomputation."""
+    tally: Hashable | None = None
+    """With ``fast``: a token the server counts this reply's fast-path replays under, so the
+    plugin can report them (the cache's hits); read at scrape time from
+    ``ctx.process["replays"]`` (token -> replays so far)."""
 
 
 Next = Callable[[Request], Response]

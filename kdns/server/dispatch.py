@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 from dnslib import QTYPE, RCODE, RR, DNSRecord
@@ -148,7 +148,7 @@ class Dispatcher:
         end = k[1]
         out: bytes = data[:2] + reply[2:12] + data[12:end] + reply[end:]  # type: ignore[index]
         if type(entry.reply) is bytes and len(store) < FAST_PATH_MAX_ENTRIES:
-            variant = Entry(out, entry.stats, entry.expires)
+            variant = Entry(out, entry.stats, entry.expires, tally=entry.tally)
             store[data[2:]] = variant  # this client's spelling, answered exactly next time
         return out
 
@@ -214,7 +214,8 @@ class Dispatcher:
                                                                 max_size)
                                                     for v in resp.variants)])
                 self._store(data, k[0], stored, make_key(
-                    zone.name, query.qtype, out, resp.plugin, len(data), query.do), resp.expires)
+                    zone.name, query.qtype, out, resp.plugin, len(data), query.do), resp.expires,
+                    resp.tally)
         self._count(zone.name, query.qtype, out, resp.plugin, len(data), query.do, started)
         self._log(req, out, started)
         return out
@@ -235,7 +236,7 @@ class Dispatcher:
         return out
 
     def _store(self, data: bytes, key: bytes, reply: bytes | Rotation, stats: StatsKey,
-               expires: float) -> None:
+               expires: float, tally: Hashable | None = None) -> None:
         """Store a reply under the lower-cased key and, when the query spelled its name in
         another case, under its exact bytes too.
 
@@ -248,10 +249,10 @@ class Dispatcher:
         exact = bytes(data[2:])
         key = bytes(key)
         if key == exact:
-            self.store[key] = Entry(reply, stats, expires)
+            self.store[key] = Entry(reply, stats, expires, tally=tally)
         else:
-            self.store[key] = Entry(reply, stats, expires, exact=False)
-            self.store[exact] = Entry(reply, stats, expires)
+            self.store[key] = Entry(reply, stats, expires, exact=False, tally=tally)
+            self.store[exact] = Entry(reply, stats, expires, tally=tally)
 
     def _count(self, zone: str, qtype: int, out: bytes, plugin: str, req_size: int, do: bool,
                started: float) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from dnslib import QTYPE, RCODE
@@ -73,12 +74,14 @@ class Rotation:
 class Entry:
     """One stored fast-path reply: the bytes (or a rotation of them) and its hit count."""
 
-    __slots__ = ("expires", "hits", "reply", "stats", "tail")
+    __slots__ = ("expires", "hits", "reply", "stats", "tail", "tally")
 
     def __init__(self, reply: bytes | Rotation, stats: StatsKey, expires: float = 0.0, *,
-                 exact: bool = True) -> None:
+                 exact: bool = True, tally: Hashable | None = None) -> None:
         self.reply = reply
         self.stats = stats
+        self.tally = tally
+        """The producing plugin's token for its replays (``Response.tally``), or None."""
         self.hits = 0
         self.expires = expires
         """time.monotonic() after which this reply is stale (0: never, within a generation)."""
@@ -101,6 +104,8 @@ class Stats:
     durations: dict[tuple[str, str], Duration] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     panics: int = 0
+    replays: dict[Hashable, int] = field(default_factory=dict)
+    """Fast-path hits by the producing plugin's token (``Response.tally``)."""
 
     def add(self, key: StatsKey, seconds: float) -> None:
         with self.lock:
@@ -117,6 +122,8 @@ class Stats:
             for e in entries.values():
                 if e.hits:
                     self._add_hits(e.stats, e.hits)
+                    if e.tally is not None:
+                        self.replays[e.tally] = self.replays.get(e.tally, 0) + e.hits
 
     def _add_hits(self, key: StatsKey, hits: int) -> None:
         self.counts[key] = self.counts.get(key, 0) + hits
@@ -134,7 +141,10 @@ class Stats:
             out.durations = {k: Duration(list(v.buckets), v.total)
                              for k, v in self.durations.items()}
             out.panics = self.panics
+            out.replays = dict(self.replays)
         for e in list(entries.values()):
             if e.hits:
                 out._add_hits(e.stats, e.hits)
+                if e.tally is not None:
+                    out.replays[e.tally] = out.replays.get(e.tally, 0) + e.hits
         return out

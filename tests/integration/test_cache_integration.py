@@ -201,3 +201,38 @@ def test_cache_hits_behind_another_plugin_still_count_down(
             time.sleep(0.05)
         assert ttl() <= first - 2
         assert upstream.count("two.example.com.") == 1
+
+
+def test_fast_path_replays_count_as_cache_hits(kdns: Running, upstream: Upstream) -> None:
+    """A hit the fast path replays never reaches the cache plugin, yet it is a cache hit: the
+    hit ratio on a CoreDNS dashboard must not read low because kdns is fast."""
+    from prometheus_client import generate_latest
+
+    def series(name: str, **labels: str) -> float:
+        text = generate_latest(kdns.server.registry).decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line
+                                                   for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    for _ in range(31):
+        kdns.udp("www.example.com.")
+    for _ in range(11):
+        kdns.udp("nx.example.com.")
+    assert upstream.count("www.example.com.") == 1 and upstream.count("nx.example.com.") == 1
+    assert series("coredns_cache_hits_total", type="success") == 30
+    assert series("coredns_cache_hits_total", type="denial") == 10
+    assert series("coredns_cache_misses_total") == 2
+    assert series("coredns_cache_requests_total") == 42
+    # the fast path did the replaying: the cache plugin itself saw only a few of them
+    cache = next(h for h in kdns.server.handlers() if h.name == "cache")
+    assert cache.counters.hits < 40
+    # a new data generation folds the replays into the aggregates: still counted once
+    from kdns.plugins.base import GENERATION
+
+    GENERATION.bump()
+    kdns.udp("www.example.com.")
+    assert series("coredns_cache_hits_total", type="success") == 31
+    assert series("coredns_cache_requests_total") == 43

@@ -192,6 +192,9 @@ class CacheHandler:
         runs a refresh (default: a small thread pool; tests may run it inline)."""
         self.cfg = cfg
         self.counters = Counters()
+        # The tokens the server counts this cache's fast-path replays under (Response.tally):
+        # a replay is a hit that never reaches serve(), and must still be reported as one.
+        self.replay_tokens = {SUCCESS: (NAME, id(self), SUCCESS), DENIAL: (NAME, id(self), DENIAL)}
         self._shared: Mapping[str, Any] = shared if shared is not None else {}
         self._now = now
         self._background = background
@@ -279,7 +282,8 @@ class CacheHandler:
         # bytes for up to a second (FAST_REPLAY) instead of asking the cache for every query.
         return Response(self._reply(entry, req, entry.ttl if self.cfg.keepttl else remaining), NAME,
                         fast=True, generation=GENERATION.value,
-                        expires=time.monotonic() + FAST_REPLAY)
+                        expires=time.monotonic() + FAST_REPLAY,
+                        tally=self.replay_tokens[entry.kind])
 
     def _lookup(self, key: Key, now: float) -> Entry | None:
         """A fresh entry, or a stale one within serve_stale's window; drops dead ones."""
@@ -439,14 +443,18 @@ class CacheHandler:
         """CoreDNS's cache families (reference §3), from the plain counters."""
         labels = [server_label(ctx), self.cfg.zones[0] if self.cfg.zones else ".", VIEW]
         c = self.counters
+        replays = ctx.process.get("replays", {})
+        replayed = {kind: int(replays.get(token, 0)) for kind, token in self.replay_tokens.items()}
         entries = GaugeMetricFamily("coredns_cache_entries", "The number of elements in the cache.",
                                     labels=["server", "type", "zones", "view"])
         hits = CounterMetricFamily("coredns_cache_hits", "The count of cache hits.",
                                    labels=["server", "type", "zones", "view"])
         evictions = CounterMetricFamily("coredns_cache_evictions", "The count of cache evictions.",
                                         labels=["server", "type", "zones", "view"])
-        for kind, hit, evicted in (("success", c.hits_success, c.evictions_success),
-                                   ("denial", c.hits_denial, c.evictions_denial)):
+        for kind, hit, evicted in (("success", c.hits_success + replayed[SUCCESS],
+                                    c.evictions_success),
+                                   ("denial", c.hits_denial + replayed[DENIAL],
+                                    c.evictions_denial)):
             entries.add_metric([labels[0], kind, *labels[1:]], self.entries(kind))
             hits.add_metric([labels[0], kind, *labels[1:]], hit)
             evictions.add_metric([labels[0], kind, *labels[1:]], evicted)
@@ -454,7 +462,8 @@ class CacheHandler:
         for name, doc, value in (
             ("coredns_cache_misses", "The count of cache misses. Deprecated, derive misses "
              "from cache hits/requests counters.", c.misses),
-            ("coredns_cache_requests", "The count of cache requests.", c.requests),
+            ("coredns_cache_requests", "The count of cache requests.",
+             c.requests + sum(replayed.values())),
             ("coredns_cache_prefetch", "The number of times the cache has prefetched a cached "
              "item.", c.prefetches),
             ("coredns_cache_drops", "The number responses that are not cached, because the reply "
