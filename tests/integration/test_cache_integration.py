@@ -188,7 +188,7 @@ def test_cache_hits_behind_another_plugin_still_count_down(
     the cache's one-second replay limit, or the fast path replays a frozen TTL past expiry."""
     for kdns in running(f".:53 {{\n    {wrapper}\n    cache 30\n"
                         f"    forward . 127.0.0.1:{upstream.port}\n}}\n", tmp_path):
-        def ttl() -> int:
+        def ttl(kdns: Running = kdns) -> int:
             r = kdns.udp(qname)
             assert sorted(rr.address for rr in r.answer[0]) == ["192.0.2.7", "192.0.2.8"]
             return int(r.answer[0].ttl)
