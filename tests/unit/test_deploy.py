@@ -620,6 +620,15 @@ def exported_series() -> frozenset[str]:
                     names |= {fam.name + s for s in _SERIES_SUFFIXES.get(fam.type, ("",))}
             finally:
                 server.stop()
+            workers = serve_params(kdns_container(workload(render(kit)))["args"])["workers"]
+            if workers > 1:
+                # `kdns serve --workers N`: the supervisor adds families of its own (no worker
+                # needs to run for their names: the collector yields them for any state).
+                from kdns.server.supervisor import Supervisor, WorkersCollector
+
+                sup = Supervisor(blocks, server.opts, workers)
+                for fam in WorkersCollector(sup).collect():
+                    names |= {fam.name + s for s in _SERIES_SUFFIXES.get(fam.type, ("",))}
     return frozenset(names)
 
 
@@ -719,6 +728,7 @@ def test_exported_series_are_real() -> None:
     assert {"coredns_dns_requests_total", "coredns_dns_request_duration_seconds_bucket",
             "kdns_kubernetes_stale", "coredns_cache_entries"} <= exported
     assert "coredns_dns_requests" not in exported and "kdns_kubernetes_stale_total" not in exported
+    assert {"kdns_worker_requests_total", "kdns_worker_restarts_total"} <= exported
 
 
 def test_multicore_requests_a_core_per_worker_and_a_view_each() -> None:
