@@ -12,6 +12,7 @@ Everything runs on 127.0.0.1; load is bounded in rate, count and time; every pro
 is stopped by its PID. Exit status 0 only when no query was lost or answered wrongly.
 
     .venv/bin/python tools/rollout_under_load.py [--rate 2000] [--rollovers 3] [--lameduck 2]
+                                                 [--workers N]
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ def free_port() -> int:
 
 
 class Instance:
-    def __init__(self, corefile: Path) -> None:
+    def __init__(self, corefile: Path, workers: int = 1) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kdns.cli", "serve", "--conf", str(corefile),
-             "--dns-addr", "127.0.0.1", "--log-level", "warning"],
+             "--dns-addr", "127.0.0.1", "--log-level", "warning", "--workers", str(workers)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
         self.started = time.monotonic()
 
@@ -77,10 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=int, default=2000, help="queries per second (max 20000)")
     ap.add_argument("--rollovers", type=int, default=3, help="instances replaced (max 10)")
     ap.add_argument("--lameduck", type=float, default=2.0, help="seconds of lameduck (max 10)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="run each instance as kdns serve --workers N (max 8)")
     args = ap.parse_args(argv)
     rate = max(1, min(args.rate, 20000))
     rollovers = max(1, min(args.rollovers, 10))
     lameduck = max(0.0, min(args.lameduck, 10.0))
+    workers = max(1, min(args.workers, 8))
 
     port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix="kdns-rollout-"))
@@ -93,13 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     exits: list[int] = []
     load = Load(port, rate)
     try:
-        first = Instance(corefile)
+        first = Instance(corefile, workers)
         first.wait_serving()
         instances.append(first)
         load.start()
         time.sleep(1.0)
         for n in range(rollovers):
-            new = Instance(corefile)
+            new = Instance(corefile, workers)
             new.wait_serving()
             instances.append(new)
             time.sleep(0.5)

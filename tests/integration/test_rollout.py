@@ -11,12 +11,18 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
-def test_rollout_under_load_loses_no_query() -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_rollout_under_load_loses_no_query(workers: str) -> None:
+    """With ``--workers 2`` four worker processes of two instances share the port during the
+    overlap, and the old supervisor drains both of its workers."""
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "rollout_under_load.py"),
-                        "--rate", "2000", "--rollovers", "2", "--lameduck", "0.5"],
+                        "--rate", "2000", "--rollovers", "2", "--lameduck", "0.5",
+                        "--workers", workers],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     m = re.search(r"queries sent: (\d+), answered: (\d+), lost: (\d+), wrong answers: (\d+), "
                   r"rollovers: 2, instance exit codes: \[0, 0, 0\]", r.stdout)
