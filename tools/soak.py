@@ -511,6 +511,22 @@ def seed(api: fakeapi.FakeApiServer) -> dict[str, list[Target]]:
 
 
 def rss_mb(pid: int) -> float | None:
+    """VmRSS of ``pid`` plus its children (with ``--workers``: the supervisor and its
+    workers), or None once it is gone."""
+    own = _rss_one(pid)
+    if own is None:
+        return None
+    kids: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                kids.extend(int(x) for x in f.read().split())
+    except OSError:
+        pass
+    return own + sum(_rss_one(k) or 0.0 for k in kids)
+
+
+def _rss_one(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as f:
             for line in f:
@@ -540,10 +556,11 @@ def requests_total(metrics: str) -> int | None:
 class Kdns:
     """One ``kdns serve`` subprocess; its output is drained and ERROR lines are kept."""
 
-    def __init__(self, corefile: Path) -> None:
+    def __init__(self, corefile: Path, workers: int = 1) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kdns.cli", "serve", "--conf", str(corefile),
-             "--dns-addr", "127.0.0.1", "--dns-port", "0", "--log-level", "warning"],
+             "--dns-addr", "127.0.0.1", "--dns-port", "0", "--log-level", "warning",
+             "--workers", str(workers)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
         self.error_lines: list[str] = []
         self.tail: collections.deque[str] = collections.deque(maxlen=20)
@@ -592,6 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=10.0, help="duration (max 240)")
     ap.add_argument("--quick", action="store_true", help="about 20 s (warm-up 5 s, RSS every 1 s)")
     ap.add_argument("--rate", type=int, default=1000, help="queries per second (max 20000)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="kdns serve --workers N (max 8); memory is then the supervisor's plus "
+                         "the workers'")
     ap.add_argument("--churn-interval", type=float, default=0.1,
                     help="seconds between churn ticks (one create + one delete; min 0.01)")
     ap.add_argument("--churn-pool", type=int, default=50,
@@ -630,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
             f".:53 {{\n    errors\n    ready 127.0.0.1:{ready_port}\n"
             f"    prometheus 127.0.0.1:{prom_port}\n"
             f"    kubernetes {ZONE} {{\n        kubeconfig {kubeconfig}\n    }}\n}}\n")
-        kdns = Kdns(corefile)
+        kdns = Kdns(corefile, max(1, min(args.workers, 8)))
         print(f"soak: kdns pid {kdns.proc.pid}, temp dir {tmp}", file=sys.stderr, flush=True)
         port = kdns.wait_serving()
         poll(lambda: http_get(f"http://127.0.0.1:{ready_port}/ready")[0] == 200, 30, "/ready 200")
