@@ -378,3 +378,36 @@ def test_no_loop_is_no_loop_with_several_workers(tmp_path: Path) -> None:
             assert proc.stop() == 0
     finally:
         upstream.stop()
+
+
+def test_reload_that_changes_what_is_watched_moves_the_shared_watches(
+        api: fakeapi.FakeApiServer, tmp_path: Path) -> None:
+    """A reload that narrows the kubernetes plugin (``labels``) needs other watches: the
+    supervisor starts them once for all workers, replays them, and stops the old ones when no
+    worker reads them any more."""
+    api.add("services", fakeapi.service("default", "teamed", cluster_ip="10.96.3.3",
+                                        labels={"team": "a"}))
+    inst = launch(api, tmp_path, extra="reload 2s 1s")
+    try:
+        assert inst.addresses("kubia.default.svc.cluster.local.") == [["10.98.237.175"]] * N_ASK
+        assert api.watches_opened("services") == 1
+        inst.corefile.write_text(inst.corefile.read_text().replace(
+            "        ttl 30\n", "        ttl 30\n        labels team=a\n"))
+
+        def narrowed() -> bool:
+            return all(inst.ask("kubia.default.svc.cluster.local.").rcode() == dns.rcode.NXDOMAIN
+                       for _ in range(N_ASK))
+
+        until(narrowed, timeout=20)
+        assert inst.addresses("teamed.default.svc.cluster.local.") == [["10.96.3.3"]] * N_ASK
+        # one new set of watches for both workers, with the selector
+        selected = [r for r in api.requests if r.kind == "services" and r.watch
+                    and r.params.get("labelSelector") == "team=a"]
+        assert len(selected) == 1
+        # the old, unfiltered watches close once the old configuration's grace period is over
+        until(lambda: api.open_watches() == 3, timeout=15)
+        text = inst.scrape()
+        assert metric(text, "kdns_shared_sources") == 1
+        assert metric(text, "coredns_reload_failed_total") == 0
+    finally:
+        inst.proc.stop()
