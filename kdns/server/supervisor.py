@@ -91,6 +91,8 @@ class Worker:
     """Request ids still awaited: a reply that comes after its request gave up is dropped."""
     reply_cond: threading.Condition = field(default_factory=threading.Condition)
     last_waiting: list[str] = field(default_factory=list)
+    last_scrape: list[Metric] | None = None
+    """The worker's families at the last scrape: its counters are kept when it dies."""
 
     @property
     def alive(self) -> bool:
@@ -144,6 +146,11 @@ class Supervisor:
         self._stopped = threading.Event()
         self._loop_seed = secrets.token_hex(16)
         self._placeholder: tuple[socket.socket, socket.socket] | None = None
+        self._retired: list[Metric] = []
+        """Counters and histograms of workers that exited, as last scraped: added to the live
+        workers' so the instance's counters never go down when a worker is restarted (a
+        decrease reads as a reset to Prometheus, and rate() would spike)."""
+        self._metrics_lock = threading.Lock()
         self.listeners: list[Any] = []
         """(host, port) of the DNS sockets, as worker 0 bound them (``kdns serve`` prints them)."""
         self.worker_opts = opts
@@ -280,6 +287,7 @@ class Supervisor:
         chan.close()
         with w.reply_cond:
             w.reply_cond.notify_all()  # requests to this worker give up now, not at timeout
+        self.retire(w)
         for key in list(self.sources):
             src = self.sources.get(key)
             if src is not None:
@@ -338,6 +346,38 @@ class Supervisor:
                     return
                 w.restarts += 1
                 self._spawn(w)
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def retire(self, w: Worker) -> None:
+        """The worker's link closed: fold its last counters into the retired ones, once."""
+        with self._metrics_lock:
+            last, w.last_scrape = w.last_scrape, None
+            if last:
+                self._retired = list(merge([self._retired, cumulative(last)]))
+
+    def scrape(self) -> list[tuple[Worker, list[Metric]]]:
+        """Every live worker's families (kept as its last scrape) and the retired counters."""
+        out: list[tuple[Worker, list[Metric]]] = []
+        for w in self.workers:
+            if w.alive and w.listening is not None:
+                chan = w.chan
+                fams = self.request(w, "scrape")
+                if fams is None:
+                    continue
+                with self._metrics_lock:
+                    # Only while that same process is still linked. A worker that died since
+                    # its reply is counted from what was retired, in this scrape and the next
+                    # alike, so the instance's counters never step back.
+                    if chan is None or w.chan is not chan or chan.closed:
+                        continue
+                    w.last_scrape = fams
+                out.append((w, fams))
+        return out
+
+    def retired(self) -> list[Metric]:
+        with self._metrics_lock:
+            return list(self._retired)
 
     # -- requests to workers -----------------------------------------------------------------
 
@@ -468,14 +508,8 @@ class WorkersCollector(Collector):
         self.sup = sup
 
     def collect(self) -> Iterator[Metric]:
-        sup = self.sup
-        scrapes: list[tuple[Worker, list[Metric]]] = []
-        for w in sup.workers:
-            if w.alive and w.listening is not None:
-                fams = sup.request(w, "scrape")
-                if fams is not None:
-                    scrapes.append((w, fams))
-        yield from merge([fams for _, fams in scrapes])
+        scrapes = self.sup.scrape()
+        yield from merge([self.sup.retired(), *(fams for _, fams in scrapes)])
         yield from self._own(scrapes)
 
     def _own(self, scrapes: list[tuple[Worker, list[Metric]]]) -> Iterator[Metric]:
@@ -547,6 +581,13 @@ def merge(scrapes: list[list[Metric]]) -> Iterator[Metric]:
         for (sname, labels), value in values[name].items():
             out.add_sample(sname, dict(labels), value)
         yield out
+
+
+def cumulative(fams: list[Metric]) -> list[Metric]:
+    """The families that add up over a worker's life (counters, histograms), without the ones
+    merged by another rule: what a dead worker leaves to the instance's totals."""
+    return [f for f in fams if _rule(f) == "sum" and f.type != "gauge"
+            and f.name not in SUPERVISOR_FAMILIES]
 
 
 def _rule(fam: Metric) -> str:

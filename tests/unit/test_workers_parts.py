@@ -18,7 +18,7 @@ from kdns.k8s.fanout import Op, SharedSource, apply_ops
 from kdns.k8s.objects import Port, Service
 from kdns.k8s.source import Key, ResourceSpec, Sink
 from kdns.server import ipc
-from kdns.server.supervisor import cgroup_cpu_limit, default_workers, merge
+from kdns.server.supervisor import cgroup_cpu_limit, cumulative, default_workers, merge
 
 
 def svc(name: str, ip: str = "10.0.0.1") -> Service:
@@ -298,6 +298,17 @@ def test_merge_adds_counters_and_holdings_and_keeps_shared_facts_once() -> None:
                 (("service_kind", "cluster_ip"),))] == 4
     # the supervisor owns reload's families
     assert not any(name.startswith("coredns_reload") for name, _ in got)
+
+
+def test_a_dead_workers_counters_carry_over_and_its_gauges_do_not() -> None:
+    retired = cumulative(scrape(10, 3, 1, 50, 4))
+    assert {f.name for f in retired} == {"coredns_dns_requests",
+                                         "coredns_dns_request_duration_seconds"}
+    got = samples(list(merge([retired, scrape(5, 7, 1, 50, 2)])))
+    assert got[("coredns_dns_requests_total", (("zone", "."),))] == 15
+    assert got[("kdns_fast_path_entries", (("proto", "udp"),))] == 7  # the live worker's only
+    assert got[("coredns_kubernetes_dns_programming_duration_seconds_count",
+                (("service_kind", "cluster_ip"),))] == 2
 
 
 def test_merge_of_nothing_is_nothing() -> None:
