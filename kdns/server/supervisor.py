@@ -55,6 +55,8 @@ START_GRACE = 30.0
 """How long start-up waits for every worker to listen, beyond the kubernetes startup_timeout."""
 REQUEST_TIMEOUT = 2.0
 """How long a probe or a scrape waits for a worker's answer."""
+METRICS_REFRESH = 10.0
+"""Seconds between the supervisor's own scrapes of its workers (see ``_refresh_metrics``)."""
 STOP_GRACE = 10.0
 """After the lameduck period, how long a worker may take to exit before it is killed."""
 
@@ -236,6 +238,8 @@ class Supervisor:
         self.process["listen_addrs"] = [(h or "127.0.0.1", p) for h, p in first]
         self.process["serving"] = True
         threading.Thread(target=self._monitor, daemon=True, name="workers-monitor").start()
+        threading.Thread(target=self._refresh_metrics, daemon=True,
+                         name="workers-metrics").start()
         log.info("%d workers serving (pids %s)", self.n,
                  " ".join(str(w.pid) for w in self.workers))
 
@@ -348,6 +352,15 @@ class Supervisor:
                 self._spawn(w)
 
     # -- metrics -----------------------------------------------------------------------------
+
+    def _refresh_metrics(self) -> None:
+        """Keep every worker's last scrape recent even when nobody scrapes ``/metrics``: a
+        worker that dies leaves at most this much of its counting unreported."""
+        while not self._stopping.wait(METRICS_REFRESH):
+            try:
+                self.scrape()
+            except Exception:  # a metrics hiccup must never stop the refresh
+                log.exception("refreshing the workers' metrics")
 
     def retire(self, w: Worker) -> None:
         """The worker's link closed: fold its last counters into the retired ones, once."""
