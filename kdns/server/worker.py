@@ -165,6 +165,18 @@ def _reload(server: Any) -> None:
     log.info("reload: worker runs the new configuration")
 
 
+def _name_process(name: str) -> None:
+    """Show the worker as ``kdns-worker-N`` in ps/top instead of ``python3`` (Linux's comm,
+    at most 15 bytes; silently nothing elsewhere)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
 def run(fd: int) -> int:
     sock = socket.socket(fileno=fd)
     chan = Channel(sock, "supervisor")
@@ -172,6 +184,7 @@ def run(fd: int) -> int:
     if hello is None:
         return 1
     index: int = hello["index"]
+    _name_process(f"kdns-worker-{index}")
     logging.basicConfig(
         level=getattr(logging, str(hello["log_level"]).upper()),
         format=f"%(asctime)s [%(levelname)s] %(name)s[w{index}]: %(message)s",

@@ -161,6 +161,8 @@ def two(api: fakeapi.FakeApiServer, tmp_path: Path) -> Iterator[Instance]:
 
 def test_workers_answer_share_one_set_of_watches_and_count_as_one(two: Instance) -> None:
     assert len(two.workers()) == 2
+    names = sorted(Path(f"/proc/{pid}/comm").read_text().strip() for pid in two.workers())
+    assert names == ["kdns-worker-0", "kdns-worker-1"]  # what ps and top show
     assert two.addresses("kubia.default.svc.cluster.local.") == [["10.98.237.175"]] * N_ASK
     tcp = two.ask("_http._tcp.kubia.default.svc.cluster.local.", "SRV", tcp=True)
     assert [(r.port, r.target.to_text()) for r in tcp.answer[0]] == [
