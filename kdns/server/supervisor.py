@@ -92,7 +92,6 @@ class Worker:
     waiting: set[int] = field(default_factory=set)
     """Request ids still awaited: a reply that comes after its request gave up is dropped."""
     reply_cond: threading.Condition = field(default_factory=threading.Condition)
-    last_waiting: list[str] = field(default_factory=list)
     last_scrape: list[Metric] | None = None
     """The worker's families at the last scrape: its counters are kept when it dies."""
 
