@@ -36,3 +36,18 @@ def zone_args(tokens: Iterable[Token], directive: str) -> list[str]:
     for tok in tokens:
         zones.extend(zone_arg(tok, directive))
     return list(dict.fromkeys(zones))
+
+
+def in_zone(name: str, zone: str) -> bool:
+    """``name`` (lower case, trailing dot) is ``zone`` or below it."""
+    return zone == "." or name == zone or name.endswith("." + zone)
+
+
+def longest_zone(name: str, zones_longest_first: Iterable[str]) -> str | None:
+    """The zone ``name`` falls in, the most specific first (callers sort once, by length, so
+    cluster.local beats a configured parent zone); None when none covers it."""
+    for zone in zones_longest_first:
+        if in_zone(name, zone):
+            return zone
+    return None
+

@@ -8,6 +8,9 @@ import logging
 import threading
 from collections.abc import Callable
 
+from kdns.config.durations import parse_duration
+from kdns.config.model import Directive, error
+
 log = logging.getLogger("kdns.server")
 
 
@@ -39,3 +42,14 @@ class Poller:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout=5)
+
+
+def reload_interval(opt: Directive, plugin: str) -> float:
+    """The ``reload DURATION`` option of a file-reading plugin (0 disables polling)."""
+    if len(opt.args) != 1:
+        raise error(opt, plugin, "reload needs a duration (zero to disable)")
+    try:
+        return parse_duration(opt.args[0].text)
+    except ValueError as err:
+        raise error(opt.args[0], plugin, str(err)) from None
+

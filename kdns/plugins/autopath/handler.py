@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from dnslib import CNAME, QTYPE, RCODE, RR, DNSHeader, DNSQuestion, DNSRecord
 
+from kdns.config.zones import in_zone
 from kdns.plugins.base import Next, Request, Response
 
 if TYPE_CHECKING:
@@ -55,10 +56,6 @@ class NamespaceProvider(Protocol):
 
     def namespace_of(self, ip: str) -> str | None: ...
 
-
-def in_zone(name: str, zone: str) -> bool:
-    """``name`` (lower case, trailing dot) is ``zone`` or below it."""
-    return zone == "." or name == zone or name.endswith("." + zone)
 
 
 def below(name: str, zone: str) -> bool:

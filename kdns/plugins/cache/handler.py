@@ -57,6 +57,7 @@ from cachetools import LRUCache
 from dnslib import QTYPE, RCODE, RR, DNSHeader, DNSRecord
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from kdns.config.zones import in_zone
 from kdns.plugins.base import GENERATION, Next, Request, Response, WouldBlock
 from kdns.plugins.cache.setup import DENIAL, NAME, SUCCESS, CacheConfig
 from kdns.plugins.metrics import VIEW, server_label
@@ -140,7 +141,7 @@ class _Store(LRUCache[Key, Entry]):
 
 def under(name: str, zones: tuple[str, ...]) -> bool:
     """Is ``name`` (lower case, trailing dot) equal to or below one of ``zones``?"""
-    return any(zone == "." or name == zone or name.endswith("." + zone) for zone in zones)
+    return any(in_zone(name, zone) for zone in zones)
 
 
 def classify(msg: DNSRecord, cfg: CacheConfig) -> tuple[str, int] | None:

@@ -40,9 +40,10 @@ from dataclasses import dataclass
 
 from dnslib import CLASS, QTYPE, RCODE, RR, DNSRecord
 
+from kdns.config.zones import in_zone, longest_zone
 from kdns.plugins.answering import authoritative_reply, chase
 from kdns.plugins.base import GENERATION, Next, Request, Response
-from kdns.plugins.file.setup import NAME, FileConfig, Zone, ZoneFileError, build_zone, in_zone, parent
+from kdns.plugins.file.setup import NAME, FileConfig, Zone, ZoneFileError, build_zone, parent
 from kdns.plugins.poller import Poller
 
 log = logging.getLogger("kdns.file")
@@ -226,10 +227,7 @@ class FileHandler:
         return {origin: z.zone.records for origin, z in self._zones.items()}
 
     def zone_of(self, qname_lower: str) -> str | None:
-        for origin in self._by_length:
-            if in_zone(qname_lower, origin):
-                return origin
-        return None
+        return longest_zone(qname_lower, self._by_length)
 
     # -- serving ----------------------------------------------------------------------------
 

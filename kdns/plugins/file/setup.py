@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING
 from dnslib import AAAA, QTYPE, RR, SOA, TXT, A, DNSBuffer, DNSLabel
 from dnslib.dns import RD, RDMAP
 
-from kdns.config.durations import parse_duration
 from kdns.config.model import Directive, Token, error
-from kdns.config.zones import zone_args
+from kdns.config.zones import in_zone, zone_args
+from kdns.plugins.poller import reload_interval
 from kdns.plugins.setup_context import SetupContext
 
 if TYPE_CHECKING:
@@ -57,10 +57,6 @@ class FileConfig:
             return False
         return not self.fallthrough or any(in_zone(name, z) for z in self.fallthrough)
 
-
-def in_zone(name: str, zone: str) -> bool:
-    """``name`` (lower case, trailing dot) is ``zone`` or below it."""
-    return zone == "." or name == zone or name.endswith("." + zone)
 
 
 def parent(name: str) -> str:
@@ -423,12 +419,7 @@ def parse_config(d: Directive, ctx: SetupContext) -> FileConfig:
         if opt.block is not None:
             raise error(opt, NAME, f"{name} takes no block")
         if name == "reload":
-            if len(args) != 1:
-                raise error(opt, NAME, "reload needs a duration (zero to disable)")
-            try:
-                reload = parse_duration(args[0].text)
-            except ValueError as err:
-                raise error(args[0], NAME, str(err)) from None
+            reload = reload_interval(opt, NAME)
         elif name == "reload_by_mtime":
             # kdns reloads on any content change (serial or not), which includes this.
             if args:

@@ -18,6 +18,7 @@ from dnslib import RCODE
 
 from kdns.config.durations import parse_duration
 from kdns.config.model import ConfigError, Directive, Token, error
+from kdns.config.zones import in_zone
 from kdns.plugins.forward.handler import ForwardHandler
 from kdns.plugins.setup_context import SetupContext
 
@@ -76,15 +77,12 @@ class ForwardConfig:
 
     def matches(self, qname_lower: str) -> bool:
         """Should a query for ``qname_lower`` be forwarded? (under FROM, and not excepted)."""
-        if not _in_zone(qname_lower, self.from_zone):
+        if not in_zone(qname_lower, self.from_zone):
             return False
         if qname_lower == self.from_zone:  # CoreDNS: FROM itself is never excepted
             return True
-        return not any(_in_zone(qname_lower, z) for z in self.except_zones)
+        return not any(in_zone(qname_lower, z) for z in self.except_zones)
 
-
-def _in_zone(name: str, zone: str) -> bool:
-    return zone == "." or name == zone or name.endswith("." + zone)
 
 
 # -- small parsers -----------------------------------------------------------------------------

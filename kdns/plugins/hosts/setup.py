@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kdns.config.durations import parse_duration
 from kdns.config.model import Directive, Token, error
-from kdns.config.zones import zone_args
+from kdns.config.zones import in_zone, zone_args
+from kdns.plugins.poller import reload_interval
 from kdns.plugins.setup_context import SetupContext
 
 if TYPE_CHECKING:
@@ -96,10 +96,6 @@ class HostsData:
                 return None
         return v4 or (), v6 or ()
 
-
-def in_zone(name: str, zone: str) -> bool:
-    """``name`` (lower case, trailing dot) is ``zone`` or below it."""
-    return zone == "." or name == zone or name.endswith("." + zone)
 
 
 def normalize_name(text: str) -> str | None:
@@ -235,12 +231,7 @@ def parse_config(d: Directive, ctx: SetupContext) -> HostsConfig:
                 raise error(args[0], NAME, "no_reverse takes no arguments")
             reverse = False
         elif name == "reload":
-            if len(args) != 1:
-                raise error(opt, NAME, "reload needs a duration (zero to disable)")
-            try:
-                reload = parse_duration(args[0].text)
-            except ValueError as err:
-                raise error(args[0], NAME, str(err)) from None
+            reload = reload_interval(opt, NAME)
         elif name == "fallthrough":
             fall = tuple(zones_of(args))
         elif name == "fallthrough_unsupported":

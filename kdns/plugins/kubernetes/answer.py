@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 from dnslib import AAAA, CNAME, NS, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, A
 
+from kdns.config.zones import in_zone
 from kdns.k8s.objects import Port
-from kdns.plugins.kubernetes.setup import KubernetesConfig, in_zone, is_reverse
+from kdns.plugins.kubernetes.setup import KubernetesConfig, is_reverse
 from kdns.plugins.kubernetes.view import SvcEntry, View, reverse_ip
 
 SCHEMA_VERSION = "1.1.0"

@@ -16,11 +16,12 @@ from typing import Any, NamedTuple
 from dnslib import QTYPE, RCODE, DNSRecord
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
+from kdns.config.zones import longest_zone
 from kdns.k8s.source import ResourceSpec, Sink, Source, SourceFactory
 from kdns.plugins.answering import authoritative_reply, chase
 from kdns.plugins.base import Next, Request, Response
 from kdns.plugins.kubernetes.answer import Answer, answer
-from kdns.plugins.kubernetes.setup import KubernetesConfig, in_zone
+from kdns.plugins.kubernetes.setup import KubernetesConfig
 from kdns.plugins.kubernetes.view import PROGRAMMING_BUCKETS, View, ViewBuilder
 from kdns.plugins.metrics import buckets
 from kdns.plugins.setup_context import SetupContext
@@ -103,10 +104,7 @@ class KubernetesHandler:
         return self._builder.view.namespace_of(ip)
 
     def zone_of(self, qname_lower: str) -> str | None:
-        for zone in self._by_length:
-            if in_zone(qname_lower, zone):
-                return zone
-        return None
+        return longest_zone(qname_lower, self._by_length)
 
     # -- serving ----------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from kdns.config.durations import parse_duration
 from kdns.config.model import Directive, Token, error
-from kdns.config.zones import zone_args
+from kdns.config.zones import in_zone, zone_args
 from kdns.k8s.source import ResourceSpec
 from kdns.plugins.setup_context import SetupContext
 
@@ -85,10 +85,6 @@ class KubernetesConfig:
             return True
         return any(in_zone(qname_lower, z) for z in self.fallthrough)
 
-
-def in_zone(name: str, zone: str) -> bool:
-    """``name`` (lower case, trailing dot) is ``zone`` or below it."""
-    return zone == "." or name == zone or name.endswith("." + zone)
 
 
 def is_reverse(zone: str) -> bool:
