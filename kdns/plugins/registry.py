@@ -28,6 +28,7 @@ ORDER: tuple[str, ...] = (
     "rewrite",
     "autopath",
     "acl",
+    "any",
     "cache",
     "hosts",
     "kubernetes",
@@ -57,6 +58,7 @@ IMPLEMENTED: dict[str, str] = {
     "prometheus": "kdns.plugins.prometheus.setup",
     "reload": "kdns.plugins.reload.setup",
     "bind": "kdns.plugins.bind.setup",
+    "any": "kdns.plugins.any.setup",
 }
 """Directive -> module with ``setup(directive, ctx)``."""
 

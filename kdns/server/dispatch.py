@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
-from dnslib import QTYPE, RCODE, RR, DNSRecord
-from dnslib.dns import RD
+from dnslib import RCODE, DNSRecord
 
 from kdns.dns import wire
 from kdns.plugins.base import GENERATION, Next, Request, Response, WouldBlock, inline_only
@@ -180,10 +179,6 @@ class Dispatcher:
             out = wire.encode(wire.reply_for(query, rcode=RCODE.REFUSED), max_size)
             self._count("dropped", query.qtype, out, "", len(data), query.do, started)
             return out
-        if query.qtype == QTYPE.ANY and zone.fast_ok:
-            # Not where a plugin must see every query (acl, log): there ANY goes down the chain,
-            # or a blocked client would get this answer (acl runs before any in CoreDNS too).
-            return self._any(data, query, zone, max_size, started)
         req = Request(query.msg, query.qname, qname_lower, query.qtype, query.qclass, client,
                       self.proto, zone.server_label, zone.name, max_size, query.do)
         try:
@@ -218,21 +213,6 @@ class Dispatcher:
                     resp.tally)
         self._count(zone.name, query.qtype, out, resp.plugin, len(data), query.do, started)
         self._log(req, out, started)
-        return out
-
-    def _any(self, data: bytes, query: wire.Query, zone: Zone, max_size: int,
-             started: float) -> bytes:
-        """RFC 8482 §4.2: answer ANY with one synthesized HINFO, never the name's RRsets, so
-        ANY cannot be used to draw large replies (amplification). As CoreDNS's *any*."""
-        reply = wire.reply_for(query)
-        # HINFO rdata is two <character-string>s: CPU "RFC8482", OS "" (dnslib has no type).
-        reply.add_answer(RR(query.msg.q.qname, QTYPE.HINFO, rdata=RD(b"\x07RFC8482\x00"), ttl=8482))
-        out = wire.encode(reply, max_size)
-        k = wire.fast_key(data)
-        if k is not None and wire.patchable(out, data):
-            self._store(data, k[0], out, make_key(zone.name, query.qtype, out, "any", len(data),
-                                                  query.do), 0.0)
-        self._count(zone.name, query.qtype, out, "any", len(data), query.do, started)
         return out
 
     def _store(self, data: bytes, key: bytes, reply: bytes | Rotation, stats: StatsKey,

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 
 from kdns.dns import wire
 from kdns.server.dispatch import Dispatcher
-from tests.conftest import Running
+from tests.conftest import DEMO_COREFILE, Running, start_server
 from tests.unit.test_fuzz_wire import check_reply, datagrams, expects_silence
 
 KUBIA = "kubia.default.svc.cluster.local."
@@ -90,8 +90,22 @@ def test_compressed_question_is_not_stored_for_the_fast_path(dispatcher: Dispatc
         assert [rd.address for rrset in msg.answer for rd in rrset] == [KUBIA_IP]
 
 
-def test_compressed_any_question_is_not_stored_for_the_fast_path(dispatcher: Dispatcher) -> None:
+@pytest.fixture(scope="module", params=["udp", "tcp"])
+def any_dispatcher(request: pytest.FixtureRequest,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dispatcher]:
+    """The demo cluster with the *any* plugin in front (RFC 8482 HINFO for every ANY)."""
+    text = DEMO_COREFILE.replace("    errors\n", "    errors\n    any\n")
+    server = start_server(text, tmp_path_factory.mktemp("any"))
+    try:
+        yield server.dispatcher(request.param)
+    finally:
+        server.stop()
+
+
+def test_compressed_any_question_is_not_stored_for_the_fast_path(
+        any_dispatcher: Dispatcher) -> None:
     """Regression: the RFC 8482 ANY answer was stored for a compressed question too."""
+    dispatcher = any_dispatcher
     header = struct.pack("!HHHHHH", 0x4321, 0x0100, 1, 0, 0, 1)
     name = b"\x01x\x05kubia\x07default\x03svc\x07cluster\x05local\xc0\x04"
     data = header + name + b"\x00\xff\x00\x01" + b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0)
@@ -101,11 +115,12 @@ def test_compressed_any_question_is_not_stored_for_the_fast_path(dispatcher: Dis
 
 
 @pytest.mark.parametrize("label", [b"l\xdf\x9cal", b"\x00\x00", "bücher".encode()])
-def test_any_for_a_name_that_is_not_a_hostname_is_answered(dispatcher: Dispatcher,
+def test_any_for_a_name_that_is_not_a_hostname_is_answered(any_dispatcher: Dispatcher,
                                                            label: bytes) -> None:
     """Regression (found by bench/fuzz_atheris.py): the ANY answer was built from the name as
     text, which dnslib re-encodes with IDNA; a binary or non-ASCII label raised, and the query
     got no reply at all."""
+    dispatcher = any_dispatcher
     data = (struct.pack("!HHHHHH", 0xDB77, 0x0100, 1, 0, 0, 0) + bytes([len(label)]) + label
             + b"\x00\x00\xff\x00\x01")
     for _ in range(2):
@@ -115,9 +130,10 @@ def test_any_for_a_name_that_is_not_a_hostname_is_answered(dispatcher: Dispatche
 
 
 def test_any_answers_do_not_grow_the_store_without_bound(
-        dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch) -> None:
+        any_dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression: stored ANY answers skipped the store's size bound, so random names grew
     memory without limit."""
+    dispatcher = any_dispatcher
     monkeypatch.setattr("kdns.server.dispatch.FAST_PATH_MAX_ENTRIES", 50)
     for i in range(200):
         q = dns.message.make_query(f"n{i}.example.com.", "ANY", use_edns=0)

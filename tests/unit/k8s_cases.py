@@ -420,6 +420,12 @@ CASES: list[Case] = [
     nx(f"10-244-2-99.demo.pod.{Z}", config="pods_verified", note="verified: pod not running"),
     # transfers
     Case(Z, "AXFR", "REFUSED", aa=False, note="AXFR is the transfer plugin's job"),
+    # ANY without the *any* plugin: like CoreDNS, an "other type" (its fake A lookup tells
+    # NODATA from NXDOMAIN); the RFC 8482 HINFO is the *any* plugin's job
+    nodata(K, "ANY", note="service, ANY: NODATA"),
+    nodata(Z, "ANY", note="apex, ANY: NODATA"),
+    nodata(f"default.svc.{Z}", "ANY", note="<ns>.svc.<zone>, ANY: NODATA"),
+    nx(f"nosuch.default.svc.{Z}", "ANY", note="unknown service, ANY: NXDOMAIN"),
 ]
 
 

@@ -21,7 +21,8 @@ This module owns the lookup rules of CoreDNS's ``plugin/file/lookup.go`` as a pu
   with the owner rewritten to the query name. An empty non-terminal blocks a wildcard (§2.2.2)
   where CoreDNS would synthesise from it;
 * AXFR/IXFR: REFUSED (transfers belong to a *transfer* plugin kdns does not have); ANY: NODATA,
-  as CoreDNS; DNAME: served as plain data, not substituted (kdns does not implement DNAME).
+  as CoreDNS (the *any* plugin, ahead in the chain, gives RFC 8482's HINFO instead);
+  DNAME: served as plain data, not substituted (kdns does not implement DNAME).
 
 Reload: every ``reload`` seconds a daemon thread reads each file and compares its SHA-256 with
 the loaded one; a changed file is parsed and swapped in with one assignment, then GENERATION is
