@@ -49,3 +49,13 @@ def chase(req: Request, target: str, reply: DNSRecord, nxt: Next, *,
         reply.header.rcode = RCODE.NXDOMAIN
     if got.header.tc:
         reply.header.tc = 1
+
+
+def set_reply(req: Request, *, aa: bool = False, rcode: int = RCODE.NOERROR) -> DNSRecord:
+    """An empty reply to ``req`` shaped as miekg/dns's ``SetReply``: ID, opcode, RD and CD
+    echoed, the question as sent, QR set, no RA (the plugins that use it answer for
+    themselves, not by recursion)."""
+    h = req.msg.header
+    header = DNSHeader(id=h.id, qr=1, opcode=h.opcode, aa=int(aa), rd=h.rd, rcode=rcode)
+    header.cd = h.cd
+    return DNSRecord(header, q=req.msg.questions[0])

@@ -29,6 +29,7 @@ ORDER: tuple[str, ...] = (
     "autopath",
     "acl",
     "any",
+    "chaos",
     "cache",
     "hosts",
     "kubernetes",
@@ -59,6 +60,7 @@ IMPLEMENTED: dict[str, str] = {
     "reload": "kdns.plugins.reload.setup",
     "bind": "kdns.plugins.bind.setup",
     "any": "kdns.plugins.any.setup",
+    "chaos": "kdns.plugins.chaos.setup",
 }
 """Directive -> module with ``setup(directive, ctx)``."""
 

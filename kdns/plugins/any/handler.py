@@ -9,9 +9,10 @@ dropped client gets no HINFO either.
 
 from __future__ import annotations
 
-from dnslib import QTYPE, RR, DNSHeader, DNSRecord
+from dnslib import QTYPE, RR
 from dnslib.dns import RD
 
+from kdns.plugins.answering import set_reply
 from kdns.plugins.base import GENERATION, Next, Request, Response
 
 TTL = 8482
@@ -27,11 +28,8 @@ class AnyHandler:
     def serve(self, req: Request, nxt: Next) -> Response:
         if req.qtype != QTYPE.ANY:
             return nxt(req)
-        h = req.msg.header
-        header = DNSHeader(id=h.id, qr=1, opcode=h.opcode, rd=h.rd)
-        header.cd = h.cd
+        reply = set_reply(req)
         q = req.msg.questions[0]
-        reply = DNSRecord(header, q=q)
         # The owner is the question's own name object: a label that is not a hostname (binary,
         # non-ASCII) must go back byte for byte, not through text and IDNA.
         reply.add_answer(RR(q.qname, QTYPE.HINFO, rdata=RD(RDATA), ttl=TTL))
