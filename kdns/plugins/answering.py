@@ -1,8 +1,10 @@
-"""Helpers for plugins that write authoritative answers (kubernetes, file): the reply
-skeleton, and chasing an out-of-zone CNAME target through the rest of the chain."""
+"""Helpers for plugins that write or change replies: the reply skeletons (authoritative, as
+kubernetes and file write them; plain, as miekg/dns's SetReply), a reply copy safe to change,
+and chasing an out-of-zone CNAME target through the rest of the chain."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable
 
@@ -59,3 +61,11 @@ def set_reply(req: Request, *, aa: bool = False, rcode: int = RCODE.NOERROR) -> 
     header = DNSHeader(id=h.id, qr=1, opcode=h.opcode, aa=int(aa), rd=h.rd, rcode=rcode)
     header.cd = h.cd
     return DNSRecord(header, q=req.msg.questions[0])
+
+
+def copy_reply(msg: DNSRecord) -> DNSRecord:
+    """A copy of ``msg`` that a plugin may change (flags, sections) without touching the
+    original, which another plugin may keep and hand out again (the cache, stored answers).
+    The records themselves are shared: replace one, never modify it in place."""
+    return DNSRecord(copy.copy(msg.header), list(msg.questions), list(msg.rr),
+                     auth=list(msg.auth), ar=list(msg.ar))

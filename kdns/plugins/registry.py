@@ -18,6 +18,7 @@ ORDER: tuple[str, ...] = (
     "timeouts",
     "limits",
     "reload",
+    "bufsize",
     "bind",
     "ready",
     "health",
@@ -61,6 +62,7 @@ IMPLEMENTED: dict[str, str] = {
     "bind": "kdns.plugins.bind.setup",
     "any": "kdns.plugins.any.setup",
     "chaos": "kdns.plugins.chaos.setup",
+    "bufsize": "kdns.plugins.bufsize.setup",
 }
 """Directive -> module with ``setup(directive, ctx)``."""
 

@@ -199,14 +199,15 @@ class Dispatcher:
             # A plugin (acl's ``drop``) chose silence: no reply at all, over UDP or TCP.
             self.counters.dropped += 1
             return None
-        out = wire.encode(self._with_opt(resp.msg, query), max_size)
+        # req.max_size, not max_size: a plugin (bufsize) may have lowered it for this query.
+        out = wire.encode(self._with_opt(resp.msg, query), req.max_size)
         if resp.fast and zone.fast_ok and resp.generation == GENERATION.value:
             k = wire.fast_key(data)
             if k is not None and wire.patchable(out, data):
                 stored: bytes | Rotation = bytes(out)
                 if resp.variants:
                     stored = Rotation([bytes(out), *(wire.encode(self._with_opt(v, query),
-                                                                max_size)
+                                                                req.max_size)
                                                     for v in resp.variants)])
                 self._store(data, k[0], stored, make_key(
                     zone.name, query.qtype, out, resp.plugin, len(data), query.do), resp.expires,
