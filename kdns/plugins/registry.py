@@ -25,6 +25,7 @@ ORDER: tuple[str, ...] = (
     "prometheus",
     "errors",
     "log",
+    "local",
     "loadbalance",
     "rewrite",
     "autopath",
@@ -63,6 +64,7 @@ IMPLEMENTED: dict[str, str] = {
     "any": "kdns.plugins.any.setup",
     "chaos": "kdns.plugins.chaos.setup",
     "bufsize": "kdns.plugins.bufsize.setup",
+    "local": "kdns.plugins.local.setup",
 }
 """Directive -> module with ``setup(directive, ctx)``."""
 

@@ -39,6 +39,8 @@ REFERENCE_FAMILIES = {
     # The acl plugin's own counters (CoreDNS plugin/acl README; not in the dashboard table).
     "coredns_acl_blocked_requests", "coredns_acl_filtered_requests",
     "coredns_acl_allowed_requests", "coredns_acl_dropped_requests",
+    # The local plugin's counter (CoreDNS plugin/local/metrics.go).
+    "coredns_local_localhost_requests",
 }
 
 
