@@ -38,6 +38,7 @@ ORDER: tuple[str, ...] = (
     "file",
     "loop",
     "forward",
+    "whoami",
 )
 """Execution order (a subset of CoreDNS's plugin.cfg, same relative order)."""
 
@@ -65,6 +66,7 @@ IMPLEMENTED: dict[str, str] = {
     "chaos": "kdns.plugins.chaos.setup",
     "bufsize": "kdns.plugins.bufsize.setup",
     "local": "kdns.plugins.local.setup",
+    "whoami": "kdns.plugins.whoami.setup",
 }
 """Directive -> module with ``setup(directive, ctx)``."""
 
