@@ -28,7 +28,9 @@ ORDER: tuple[str, ...] = (
     "local",
     "loadbalance",
     "rewrite",
+    "header",
     "autopath",
+    "minimal",
     "acl",
     "any",
     "chaos",
@@ -67,6 +69,8 @@ IMPLEMENTED: dict[str, str] = {
     "bufsize": "kdns.plugins.bufsize.setup",
     "local": "kdns.plugins.local.setup",
     "whoami": "kdns.plugins.whoami.setup",
+    "minimal": "kdns.plugins.minimal.setup",
+    "header": "kdns.plugins.header.setup",
 }
 """Directive -> module with ``setup(directive, ctx)``."""
 
