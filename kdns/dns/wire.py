@@ -27,6 +27,7 @@ from dnslib import (
     DNSHeader,
     DNSQuestion,
     DNSRecord,
+    EDNSOption,
 )
 from dnslib.bimap import BimapError
 from dnslib.buffer import BufferError
@@ -197,7 +198,27 @@ def parse_query(data: bytes) -> Query:
 
 
 def _rr(buf: DNSBuffer) -> RR:
-    return RR.parse(buf)
+    start = buf.offset
+    rname = buf.decode_name()
+    rtype, rclass, ttl, rdlength = buf.unpack("!HHIH")
+    if rtype != QTYPE.OPT:
+        buf.offset = start
+        return RR.parse(buf)
+    # dnslib's own OPT parsing drops an option with no data (it wants more than 4 bytes
+    # left), and an empty NSID option is exactly how a client asks for the NSID (RFC 5001
+    # §2.1): read the options here.
+    rdata = bytes(buf.get(rdlength))
+    options: list[EDNSOption] = []
+    off = 0
+    while off < len(rdata):
+        if off + 4 > len(rdata):
+            raise DNSError("truncated EDNS option")
+        code, length = struct.unpack_from("!HH", rdata, off)
+        if off + 4 + length > len(rdata):
+            raise DNSError("EDNS option runs past its record")
+        options.append(EDNSOption(code, rdata[off + 4 : off + 4 + length]))
+        off += 4 + length
+    return RR(rname, rtype, rclass, ttl, options)
 
 
 def edns_version(query: Query) -> int:

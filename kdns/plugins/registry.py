@@ -18,6 +18,7 @@ ORDER: tuple[str, ...] = (
     "timeouts",
     "limits",
     "reload",
+    "nsid",
     "bufsize",
     "bind",
     "ready",
@@ -71,6 +72,7 @@ IMPLEMENTED: dict[str, str] = {
     "whoami": "kdns.plugins.whoami.setup",
     "minimal": "kdns.plugins.minimal.setup",
     "header": "kdns.plugins.header.setup",
+    "nsid": "kdns.plugins.nsid.setup",
 }
 """Directive -> module with ``setup(directive, ctx)``."""
 
