@@ -21,6 +21,7 @@ ORDER: tuple[str, ...] = (
     "nsid",
     "bufsize",
     "bind",
+    "debug",
     "ready",
     "health",
     "prometheus",
@@ -73,6 +74,7 @@ IMPLEMENTED: dict[str, str] = {
     "minimal": "kdns.plugins.minimal.setup",
     "header": "kdns.plugins.header.setup",
     "nsid": "kdns.plugins.nsid.setup",
+    "debug": "kdns.plugins.debug.setup",
 }
 """Directive -> module with ``setup(directive, ctx)``."""
 
