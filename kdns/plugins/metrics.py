@@ -6,7 +6,9 @@ when scraped; these helpers keep that conversion the same everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+
+from prometheus_client.core import CounterMetricFamily
 
 from kdns.plugins.setup_context import SetupContext
 
@@ -36,3 +38,40 @@ def buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, f
     running += counts[len(bounds)] if len(counts) > len(bounds) else 0
     out.append(("+Inf", running))
     return out
+
+
+class ProcessCounter:
+    """A counter (by label values) shared by one plugin's handlers in every server block and
+    kept across reloads, as CoreDNS's package-level counters are. Each handler's ``metrics``
+    calls :meth:`report`: the family comes out once per scrape however many blocks use the
+    plugin, since an exposition may hold a family name only once."""
+
+    __slots__ = ("_scrape", "counts")
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, ...], int] = {}
+        self._scrape: object = None
+
+    def inc(self, *labels: str) -> None:
+        self.counts[labels] = self.counts.get(labels, 0) + 1
+
+    def report(self, ctx: SetupContext, name: str, documentation: str,
+               labels: Sequence[str] = ()) -> Iterator[CounterMetricFamily]:
+        # The collector hands out a fresh "replays" table per scrape: it marks the scrape.
+        scrape = ctx.process.get("replays")
+        if scrape is not None and scrape is self._scrape:
+            return
+        self._scrape = scrape
+        fam = CounterMetricFamily(name, documentation, labels=list(labels))
+        if not labels:
+            fam.add_metric([], self.counts.get((), 0))
+        for values, n in sorted(self.counts.items()):
+            if labels:
+                fam.add_metric(list(values), n)
+        yield fam
+
+
+def process_counter(ctx: SetupContext, key: str) -> ProcessCounter:
+    """The process's counter ``key`` (``<plugin>.<metric>``), made on first use."""
+    counter: ProcessCounter = ctx.process.setdefault(key, ProcessCounter())
+    return counter

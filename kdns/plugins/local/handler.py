@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from dnslib import AAAA, NS, PTR, QTYPE, RR, SOA, A
-from prometheus_client.core import CounterMetricFamily
 
 from kdns.plugins.answering import set_reply
 from kdns.plugins.base import GENERATION, Next, Request, Response
+from kdns.plugins.metrics import ProcessCounter
 from kdns.plugins.setup_context import SetupContext
 
 TTL = 604800
@@ -38,31 +38,20 @@ def _soa(origin: Any) -> RR:
               rdata=SOA("localhost.", "root.localhost.", (1, 0, 0, 0, TTL)))
 
 
-class Counter:
-    """The process-wide count of localhost-subdomain queries, shared by every block's *local*
-    (and kept across reloads), as CoreDNS's global counter."""
-
-    __slots__ = ("scrape", "value")
-
-    def __init__(self) -> None:
-        self.value = 0
-        self.scrape: object = None
-        """The scrape this count was last reported in: one family per exposition."""
-
-
 class LocalHandler:
     name = "local"
 
-    def __init__(self, *, localhost_prefix: bool = True, counter: Counter | None = None) -> None:
+    def __init__(self, *, localhost_prefix: bool = True,
+                 counter: ProcessCounter | None = None) -> None:
         self.localhost_prefix = localhost_prefix
-        self.counter = counter or Counter()
+        self.counter = counter or ProcessCounter()
 
     def serve(self, req: Request, nxt: Next) -> Response:
         name = req.qname_lower
         n = len(LOCALHOST)
         if len(name) > n and (name.endswith(".localhost.")
                               or (self.localhost_prefix and name.startswith(LOCALHOST))):
-            self.counter.value += 1
+            self.counter.inc()
             return Response(self._loopback(req), self.name)
         zone = next((z for z in ZONES if name == z or name.endswith("." + z)), None)
         if zone is None:
@@ -106,11 +95,5 @@ class LocalHandler:
 
     def metrics(self, ctx: SetupContext) -> Iterator[Any]:
         """coredns_local_localhost_requests_total (CoreDNS plugin/local/metrics.go)."""
-        # The collector hands out a fresh "replays" table per scrape: it marks the scrape.
-        scrape = ctx.process.get("replays")
-        if scrape is not None and self.counter.scrape is scrape:
-            return
-        self.counter.scrape = scrape
-        yield CounterMetricFamily("coredns_local_localhost_requests",
-                                  "Counter of special localhost subdomain requests.",
-                                  value=self.counter.value)
+        yield from self.counter.report(ctx, "coredns_local_localhost_requests",
+                                       "Counter of special localhost subdomain requests.")

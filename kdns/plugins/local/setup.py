@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from kdns.config.model import Directive, error
-from kdns.plugins.local.handler import Counter, LocalHandler
+from kdns.plugins.local.handler import LocalHandler
+from kdns.plugins.metrics import process_counter
 from kdns.plugins.setup_context import SetupContext
 
 
@@ -21,5 +22,5 @@ def setup(d: Directive, ctx: SetupContext) -> LocalHandler:
             raise error(opt.args[0], "local", f"localhost_prefix expects 'on' or 'off', got "
                                               f"{value!r}")
         prefix = value == "on"
-    counter = ctx.process.setdefault("local.localhost_requests", Counter())
-    return LocalHandler(localhost_prefix=prefix, counter=counter)
+    return LocalHandler(localhost_prefix=prefix,
+                        counter=process_counter(ctx, "local.localhost_requests"))
