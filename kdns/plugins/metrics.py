@@ -25,7 +25,13 @@ def server_label(ctx: SetupContext) -> str:
     if port == 0 and listen:
         port = listen[0][1]
     host = ctx.listen_hosts[0] if ctx.listen_hosts else ctx.process.get("dns_addr") or ""
-    return f"dns://{host}:{port}"
+    return listen_label(host, port)
+
+
+def listen_label(host: str, port: int) -> str:
+    """``dns://host:port`` as CoreDNS writes it: an IPv6 address in brackets (``dns://[::1]:53``),
+    no host for every interface (``dns://:53``)."""
+    return f"dns://[{host}]:{port}" if ":" in host else f"dns://{host}:{port}"
 
 
 def buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:

@@ -28,6 +28,7 @@ ORDER: tuple[str, ...] = (
     "errors",
     "log",
     "local",
+    "dns64",
     "loadbalance",
     "rewrite",
     "header",
@@ -75,6 +76,7 @@ IMPLEMENTED: dict[str, str] = {
     "header": "kdns.plugins.header.setup",
     "nsid": "kdns.plugins.nsid.setup",
     "debug": "kdns.plugins.debug.setup",
+    "dns64": "kdns.plugins.dns64.setup",
 }
 """Directive -> module with ``setup(directive, ctx)``."""
 

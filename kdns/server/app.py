@@ -23,6 +23,7 @@ from kdns.config.model import ConfigError, Directive, ServerBlock, error
 from kdns.plugins import registry
 from kdns.plugins.base import GENERATION
 from kdns.plugins.http import Route
+from kdns.plugins.metrics import listen_label
 from kdns.plugins.setup_context import Overrides, SetupContext
 from kdns.server.dispatch import Dispatcher, Zone, build_chain
 from kdns.server.httpd import HttpEndpoint
@@ -81,7 +82,7 @@ class Listener:
 
     def set_zones(self, zones: dict[str, Zone]) -> None:
         """Swap the zone table under live sockets (one reference assignment per dispatcher)."""
-        label = f"dns://{self.host}:{self.port}"
+        label = listen_label(self.host, self.port)
         for z in zones.values():
             z.server_label = label
         self.zones = zones
@@ -205,7 +206,7 @@ class KdnsServer:
                                                    f"dns://{key.zone}:{port} on "
                                                    f"{other or 'every interface'}")
                     others.add(host)
-                    label = f"dns://{host}:{port}"
+                    label = listen_label(host, port)
                     lst.zones[key.zone] = Zone(key.zone, chain, label, errors is not None,
                                                not names & {"log", "acl"}, errors,
                                                any(getattr(h, "blocking", False)
@@ -287,7 +288,7 @@ class KdnsServer:
             lst.port = udp_sock.getsockname()[1]
             if lst.config_port == 0:
                 picked.setdefault(lst.config_port, lst.port)
-            label = f"dns://{lst.host}:{lst.port}"
+            label = listen_label(lst.host, lst.port)
             for z in lst.zones.values():
                 z.server_label = label
             family = 2 if ":" in lst.host else 1
