@@ -281,3 +281,24 @@ def test_reload_adds_and_drops_addresses(tmp_path: Path, running: list[KdnsServe
     assert srv.listeners[0].port == port, "port 0 keeps the port it picked"
     assert _a("127.0.0.2", port) == ["192.0.2.2"]
     assert _silent("127.0.0.1", port)
+
+
+def test_cli_serve_with_workers_listens_on_every_bound_address(tmp_path: Path) -> None:
+    from tests.integration.test_cli import KDNS, Proc
+
+    corefile = tmp_path / "Corefile"
+    corefile.write_text(textwrap.dedent(f"""\
+        example:53 {{
+            bind 127.0.0.1 127.0.0.2
+            {_hosts("192.0.2.1")}
+        }}
+        """))
+    proc = Proc([*KDNS, "serve", "--conf", str(corefile), "--dns-port", "0", "--workers", "2"])
+    try:
+        port = proc.wait_serving()
+        for host in ("127.0.0.1", "127.0.0.2"):
+            for _ in range(4):  # fresh sockets: either worker may answer
+                assert _a(host, port) == ["192.0.2.1"]
+        assert _silent("127.0.0.3", port)
+    finally:
+        assert proc.stop() == 0
