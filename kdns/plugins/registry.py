@@ -94,7 +94,8 @@ KNOWN_COREDNS = frozenset(
 
 REPEATABLE = frozenset({"rewrite", "acl", "bind"})
 """Directives that may appear several times in a block; their setup returns the handler the
-first time and ``None`` after (adding rules to it)."""
+first time and ``None`` after (adding rules to it). ``bind`` has no handler: each line adds
+addresses to the block's ``listen_hosts``."""
 
 SetupFunc = Callable[[Directive, SetupContext], Any]
 
