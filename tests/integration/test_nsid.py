@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import dns.edns
 import dns.flags
 import dns.message
 import dns.query
+import dns.rcode
 import pytest
 
 from kdns.config.model import ConfigError
@@ -94,3 +96,14 @@ def test_bad_nsid_is_a_located_error(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as exc:
         KdnsServer(parse_corefile(f". {{\n    {text}\n}}\n", "Corefile")).build()
     assert str(exc.value) == message
+
+
+@pytest.mark.parametrize("rdata", [b"\x00\x03\x00", b"\x00\x03\x00\x05abc"],
+                         ids=["option header cut short", "option data runs past the record"])
+def test_malformed_edns_option_gets_formerr(run: Running, rdata: bytes) -> None:
+    q = dns.message.make_query(KUBIA, "A", use_edns=False).to_wire()
+    header = q[:10] + b"\x00\x01"  # ARCOUNT 1
+    opt = b"\x00" + struct.pack("!HHIH", 41, 1232, 0, len(rdata)) + rdata
+    reply = run.raw_udp(header + q[12:] + opt)
+    assert reply is not None
+    assert dns.message.from_wire(reply).rcode() == dns.rcode.FORMERR
