@@ -302,3 +302,23 @@ def test_cli_serve_with_workers_listens_on_every_bound_address(tmp_path: Path) -
         assert _silent("127.0.0.3", port)
     finally:
         assert proc.stop() == 0
+
+
+def test_server_label_names_the_bound_address(tmp_path: Path, running: list[KdnsServer]) -> None:
+    from prometheus_client import generate_latest
+
+    srv = _server(f"""\
+        example:53 {{
+            bind 127.0.0.2 ::1
+            {_hosts("192.0.2.1")}
+        }}
+        """, tmp_path)
+    running.append(srv)
+    port = srv.listeners[0].port
+    _a("127.0.0.2", port)
+    _a("::1", port)
+    text = generate_latest(srv.registry).decode()
+    servers = {line.split('server="', 1)[1].split('"', 1)[0] for line in text.splitlines()
+               if line.startswith("coredns_dns_requests_total{")}
+    # reference §3: dns://<ip>:53 with bind; an IPv6 address in brackets, as CoreDNS writes it
+    assert servers == {f"dns://127.0.0.2:{port}", f"dns://[::1]:{port}"}
