@@ -15,6 +15,7 @@ from kdns.config.model import Directive
 from kdns.plugins.setup_context import SetupContext
 
 ORDER: tuple[str, ...] = (
+    "metadata",
     "timeouts",
     "limits",
     "reload",
@@ -57,6 +58,7 @@ IMPLEMENTED: dict[str, str] = {
     "prometheus": "kdns.plugins.prometheus.setup",
     "reload": "kdns.plugins.reload.setup",
     "template": "kdns.plugins.template.setup",
+    "metadata": "kdns.plugins.metadata.setup",
 }
 """Directive -> module with ``setup(directive, ctx)``."""
 

@@ -88,8 +88,8 @@ PLACEHOLDERS: dict[str, Value] = {
 
 def _metadata(label: str) -> Value:
     def value(req: Request, _reply: bytes, _d: float) -> str:
-        md = req.meta.get("metadata")
-        fn = md.get(label) if isinstance(md, Mapping) else None
+        md = req.meta.get("metadata")  # a kdns.plugins.base.Metadata, when the block has one
+        fn = md.get(label) if md is not None else None
         return str(fn()) if callable(fn) else EMPTY
     return value
 

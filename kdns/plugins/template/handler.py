@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,8 +118,8 @@ def _name(code: object, table: Any) -> str:
 def metadata_func(req: Request) -> Callable[[str], str]:
     """``.Meta "key"``: the value a metadata provider published for this request, or ""."""
     def meta(key: object) -> str:
-        md = req.meta.get("metadata")
-        fn = md.get(key) if isinstance(md, Mapping) and isinstance(key, str) else None
+        md = req.meta.get("metadata")  # a kdns.plugins.base.Metadata, when the block has one
+        fn = md.get(key) if md is not None and isinstance(key, str) else None
         return str(fn()) if callable(fn) else ""
     return meta
 

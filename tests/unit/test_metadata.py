@@ -1,0 +1,97 @@
+"""metadata: lazy collection from providers, the kubernetes labels, and setup errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from dnslib import DNSRecord
+
+from kdns.config.model import ConfigError
+from kdns.config.parser import parse_corefile
+from kdns.plugins.base import Metadata, Request
+from kdns.plugins.kubernetes.metadata import NameParts, labels, parse_name
+from kdns.plugins.metadata.setup import setup
+from kdns.plugins.setup_context import SetupContext
+
+
+class Provider:
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def metadata(self, req: Request) -> dict[str, Callable[[], str]]:
+        self.calls += 1
+        return {"counting/name": lambda: req.qname_lower}
+
+
+def _req(name: str) -> Request:
+    return Request(DNSRecord.question(name), name, name.lower(), 1, 1, ("127.0.0.1", 1), "udp",
+                   "dns://:53", ".", 512)
+
+
+def test_providers_are_asked_once_and_only_when_read() -> None:
+    p = Provider()
+    md = Metadata(_req("A.example."), (p,))
+    assert p.calls == 0
+    fn = md.get("counting/name")
+    assert fn is not None and fn() == "a.example."
+    assert md.get("counting/other") is None
+    assert p.calls == 1
+
+
+@pytest.mark.parametrize(("name", "want"), [
+    ("kubia.default.svc.cluster.local.", NameParts("svc", "default", "kubia")),
+    ("_http._tcp.kubia.default.svc.cluster.local.",
+     NameParts("svc", "default", "kubia", port="http", protocol="tcp")),
+    ("web-0.nginx.shop.svc.cluster.local.", NameParts("svc", "shop", "nginx", endpoint="web-0")),
+    ("10-244-1-10.default.pod.cluster.local.", NameParts("pod", "default", "10-244-1-10")),
+    ("default.svc.cluster.local.", NameParts("svc", "default")),
+    ("svc.cluster.local.", NameParts()),
+    ("cluster.local.", NameParts()),
+    ("a.b.c.kubia.default.svc.cluster.local.", None),
+    ("kubia.default.cluster.local.", None),
+    ("www.example.org.", None),
+])
+def test_name_parts_as_coredns_parses_them(name: str, want: NameParts | None) -> None:
+    zone = "cluster.local." if name.endswith("cluster.local.") else None
+    assert parse_name(name, zone) == want
+
+
+def test_kubernetes_labels() -> None:
+    got = {k: f() for k, f in labels("_dns._udp.kube-dns.kube-system.svc.cluster.local.",
+                                     "cluster.local.", lambda: ("shop", "web-0")).items()}
+    assert got == {"kubernetes/kind": "svc", "kubernetes/namespace": "kube-system",
+                   "kubernetes/service": "kube-dns", "kubernetes/endpoint": "",
+                   "kubernetes/port-name": "dns", "kubernetes/protocol": "udp",
+                   "kubernetes/client-namespace": "shop", "kubernetes/client-pod-name": "web-0"}
+    bad = labels("www.example.org.", None, lambda: ("shop", "web-0"))
+    assert {k: f() for k, f in bad.items()} == {"kubernetes/parse-error": "invalid query name"}
+    assert "kubernetes/client-namespace" not in labels("a.b.svc.cluster.local.",
+                                                       "cluster.local.", lambda: None)
+
+
+def _setup(text: str) -> object:
+    blocks = parse_corefile(f"example.:53 {{\n{text}\n}}\n", "Corefile")
+    return setup(blocks[0].directives[0], SetupContext(blocks[0].keys, Path(".")))
+
+
+def test_zones_default_to_the_block() -> None:
+    assert _setup("metadata").cfg.zones == ("example.",)  # type: ignore[attr-defined]
+    assert _setup("metadata a.example b.example.").cfg.zones == (  # type: ignore[attr-defined]
+        "a.example.", "b.example.")
+
+
+@pytest.mark.parametrize(("text", "where", "message"), [
+    ("metadata {\n map {{ .Type }} server {\n  A 192.0.2.1\n }\n}", "3:2",
+     "map is not supported by kdns yet"),
+    ("metadata {\n labels x\n}", "3:2", "unknown property 'labels'"),
+    ("metadata bad..zone", "2:10", "invalid zone"),
+])
+def test_setup_errors_are_located(text: str, where: str, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _setup(text)
+    assert str(exc.value).startswith(f"Corefile:{where}: metadata: "), str(exc.value)
+    assert message in str(exc.value)
