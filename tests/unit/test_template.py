@@ -65,6 +65,8 @@ def test_rr_parsing_as_miekg_reads_it() -> None:
     assert str(cname.rname) == "foogle.com." and str(cname.rdata) == "google.com."
     assert parse_rr("a.example. IN A 192.0.2.1").ttl == 3600
     assert str(parse_rr('t.example. 0 IN TXT "a (b)"').rdata) == '"a (b)"'
+    txt = parse_rr('t.example. 0 IN TXT "say \\"(hi)\\"" "(x)"').rdata
+    assert txt.data == [b'say "(hi)"', b"(x)"]
     for bad in ("test.example.", "a.example. 60 IN A 300.1.1.1", "", "a. 60 IN A 1.2.3.4\nb. A 1.2.3.4"):
         with pytest.raises(ValueError):
             parse_rr(bad)

@@ -128,13 +128,16 @@ def _fix_parens(text: str) -> str:
     """miekg/dns accepts ``(1 60 60 60 60)`` without spaces around the parentheses; dnslib's
     zone tokenizer needs them apart (quoted text is left alone)."""
     out: list[str] = []
-    quoted = False
+    quoted = escaped = False
     for c in text:
-        if c == '"':
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c == '"':
             quoted = not quoted
-        if not quoted and c in "()":
-            out.append(" ")
-            continue
+        elif not quoted and c in "()":
+            c = " "
         out.append(c)
     return "".join(out)
 
