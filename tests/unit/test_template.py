@@ -95,6 +95,7 @@ def _setup(text: str) -> TemplateHandler | None:
      'function "notAFunction" not defined'),
     ('template ANY ANY {\n additional "{{ .Grup.d }}"\n}', "3:13", "can't evaluate field Grup"),
     ('template ANY ANY {\n answer "{{ .Question.Nope }}"\n}', "3:9", "field Nope in .Question"),
+    ('template ANY ANY {\n answer "{{ .Group.1 }}"\n}', "3:9", 'use index .Group "N"'),
     ("template ANY ANY {\n match (?P<x>\n}", "3:8", "could not parse regex"),
     ("template ANY ANY {\n ederror 99\n}", "3:10", "invalid extended error code 99"),
     ("template ANY ANY bad..zone", "2:18", "invalid zone"),

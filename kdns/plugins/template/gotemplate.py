@@ -202,6 +202,12 @@ def _tokens(action: str) -> list[tuple[str, str]]:
     while pos < len(action):
         m = _TOKEN.match(action, pos)
         if m is None:
+            if action[pos] == "." and action[pos + 1 : pos + 2].isdigit():
+                # Go reads ".Group.1" as .Group applied to the number .1, which fails on every
+                # query; say so at load instead.
+                raise TemplateSyntaxError(f"a field name cannot start with a digit in "
+                                          f"{{{{{action}}}}}: use index .Group \"N\" or "
+                                          f"index .Match N")
             raise TemplateSyntaxError(f"unexpected {action[pos]!r} in action {{{{{action}}}}}")
         kind = m.lastgroup or ""
         pos = m.end()
