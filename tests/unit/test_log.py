@@ -102,3 +102,16 @@ def test_setup_errors_are_located(text: str, where: str, message: str) -> None:
         _setup(text)
     assert str(exc.value).startswith(f"Corefile:{where}: log: "), str(exc.value)
     assert message in str(exc.value)
+
+
+@pytest.mark.parametrize("text", [
+    'log . "{proto} Request: {name} {type} {>id}"',
+    "log example.org {\n class denial\n}",
+    "log . {combined} {\n class denial error\n}",
+    "log . {\n class denial success\n}",
+    "log . {\n class error\n minDuration 1s\n}",
+    "log . {\n class denial\n class success\n}",
+])
+def test_coredns_readme_examples_set_up(text: str) -> None:
+    h = _setup(text)
+    assert h is not None and len(h.rules) == 1
