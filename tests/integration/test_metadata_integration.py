@@ -111,8 +111,8 @@ def test_kubernetes_labels_in_log_lines(serve: Serve, manifests: Path,
         f"shop/client-7d9f svc default kubia   - {KUBIA}",
         f"shop/client-7d9f svc default kubia http tcp - _http._tcp.{KUBIA}",
         f"-/- svc default kubia   - {KUBIA}",
-        # Not a cluster name: CoreDNS sets only the parse error (no client labels either).
-        "-/- - - - - - invalid query name www.example.org.",
+        # Not a cluster name: only who asked.
+        "shop/client-7d9f - - - - - - www.example.org.",
     ]
 
 

@@ -60,17 +60,27 @@ def test_name_parts_as_coredns_parses_them(name: str, want: NameParts | None) ->
     assert parse_name(name, zone) == want
 
 
-def test_kubernetes_labels() -> None:
-    got = {k: f() for k, f in labels("_dns._udp.kube-dns.kube-system.svc.cluster.local.",
-                                     "cluster.local.", lambda: ("shop", "web-0")).items()}
-    assert got == {"kubernetes/kind": "svc", "kubernetes/namespace": "kube-system",
-                   "kubernetes/service": "kube-dns", "kubernetes/endpoint": "",
-                   "kubernetes/port-name": "dns", "kubernetes/protocol": "udp",
-                   "kubernetes/client-namespace": "shop", "kubernetes/client-pod-name": "web-0"}
-    bad = labels("www.example.org.", None, lambda: ("shop", "web-0"))
-    assert {k: f() for k, f in bad.items()} == {"kubernetes/parse-error": "invalid query name"}
-    assert "kubernetes/client-namespace" not in labels("a.b.svc.cluster.local.",
-                                                       "cluster.local.", lambda: None)
+def _values(name: str, zone: str | None, pod: tuple[str, str] | None) -> dict[str, str]:
+    return {k: f() for k, f in labels(name, zone, lambda: pod).items()}
+
+
+def test_kubernetes_labels_as_coredns_sets_them() -> None:
+    assert _values("_dns._udp.kube-dns.kube-system.svc.cluster.local.", "cluster.local.",
+                   ("shop", "web-0")) == {
+        "kubernetes/kind": "svc", "kubernetes/namespace": "kube-system",
+        "kubernetes/service": "kube-dns", "kubernetes/endpoint": "",
+        "kubernetes/port-name": "dns", "kubernetes/protocol": "udp",
+        "kubernetes/client-namespace": "shop", "kubernetes/client-pod-name": "web-0"}
+    # Under the zone but not a cluster shape: the parse error (and still who asked).
+    assert _values("foo.bar.notapod.cluster.local.", "cluster.local.", ("shop", "web-0")) == {
+        "kubernetes/parse-error": "invalid query name", "kubernetes/client-namespace": "shop",
+        "kubernetes/client-pod-name": "web-0"}
+    # Outside the zones: only who asked; nothing at all from an unknown client.
+    assert _values("example.com.", None, ("shop", "web-0")) == {
+        "kubernetes/client-namespace": "shop", "kubernetes/client-pod-name": "web-0"}
+    assert _values("example.com.", None, None) == {}
+    assert "kubernetes/client-namespace" not in _values("a.b.svc.cluster.local.",
+                                                        "cluster.local.", None)
 
 
 def _setup(text: str) -> object:

@@ -1,11 +1,13 @@
 """The kubernetes plugin's metadata labels (CoreDNS's ``plugin/kubernetes/metadata.go``).
 
-For a query the labels describe the name asked (``kubernetes/kind`` ``svc``/``pod``,
-``/namespace``, ``/service``, ``/endpoint``, ``/port-name``, ``/protocol``, empty when the name
-has no such part) or, for a name that is not a cluster name, ``kubernetes/parse-error``; and,
-with ``pods verified`` and a known client pod, who asked (``kubernetes/client-namespace``,
-``/client-pod-name``). As in CoreDNS, the client labels are only set for names that parse.
-Values are computed when read (the *metadata* plugin asks only when a consumer does).
+With ``pods verified`` and a Running pod at the client's address, who asked
+(``kubernetes/client-namespace``, ``/client-pod-name``), whatever the name. For a name under
+the plugin's zones, what was asked (``kubernetes/kind`` ``svc``/``pod``, ``/namespace``,
+``/service``, ``/endpoint``, ``/port-name``, ``/protocol``, empty when the name has no such
+part), or ``kubernetes/parse-error`` when the name is not of the cluster's shapes; nothing about
+the name for other names. Values are computed when read (the *metadata* plugin asks only when
+a consumer does). CoreDNS's ``kubernetes/client-label/KEY`` is not published: kdns does not
+keep pod labels.
 """
 
 from __future__ import annotations
@@ -56,19 +58,23 @@ def labels(name: str, zone: str | None, client_pod: Callable[[], tuple[str, str]
            ) -> dict[str, Callable[[], str]]:
     """The label functions for a query for ``name`` (lower case) under ``zone`` (None when no
     zone of the plugin covers it); ``client_pod`` finds the asking pod, or None."""
+    out: dict[str, Callable[[], str]] = {}
+    pod = client_pod()
+    if pod is not None:
+        out["kubernetes/client-namespace"] = lambda: pod[0]
+        out["kubernetes/client-pod-name"] = lambda: pod[1]
+    if zone is None:
+        return out
     parts = parse_name(name, zone)
     if parts is None:
-        return {"kubernetes/parse-error": lambda: PARSE_ERROR}
-    out: dict[str, Callable[[], str]] = {
+        out["kubernetes/parse-error"] = lambda: PARSE_ERROR
+        return out
+    out.update({
         "kubernetes/port-name": lambda: parts.port,
         "kubernetes/protocol": lambda: parts.protocol,
         "kubernetes/endpoint": lambda: parts.endpoint,
         "kubernetes/service": lambda: parts.service,
         "kubernetes/namespace": lambda: parts.namespace,
         "kubernetes/kind": lambda: parts.kind,
-    }
-    pod = client_pod()
-    if pod is not None:
-        out["kubernetes/client-namespace"] = lambda: pod[0]
-        out["kubernetes/client-pod-name"] = lambda: pod[1]
+    })
     return out
