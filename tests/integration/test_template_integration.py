@@ -6,6 +6,7 @@ Every upstream is a FakeUpstream on 127.0.0.1 started by the test; nothing leave
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -357,8 +358,11 @@ def test_client_dependent_replies_are_not_replayed(serve: Callable[[str], Runnin
     assert any(b"\x01a\x07example" in k for k in udp.dispatcher.store)
 
 
-def test_failures_are_servfail_and_counted(serve: Callable[[str], Running]) -> None:
+def test_failures_are_servfail_counted_and_logged(serve: Callable[[str], Running],
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="kdns.errors")
     r = serve(""". {
+    errors
     template IN TXT example {
       match "^(?P<a>[a-z]+)[.]example[.]$"
       answer "{{ .Name }} 60 IN TXT \\"{{ index .Match 2 }}\\""
@@ -372,6 +376,11 @@ def test_failures_are_servfail_and_counted(serve: Callable[[str], Running]) -> N
     assert r.udp("x.example.", "TXT").rcode() == dns.rcode.SERVFAIL
     assert r.udp("x.example.", "A").rcode() == dns.rcode.SERVFAIL
     assert r.udp("x.example.", "A").rcode() == dns.rcode.SERVFAIL
+    errors = [rec.getMessage() for rec in caplog.records if rec.name == "kdns.errors"]
+    assert len(errors) == 3
+    assert "x.example. 16: template: answer" in errors[0] and "index out of range: 2" in errors[0]
+    assert "rendered 'x.example.'" in errors[1]
+    assert r.server.registry.get_sample_value("coredns_panics_total") == 0
     samples = {(s.name, s.labels.get("section", ""), s.labels.get("type", "")): s.value
                for f in r.server.registry.collect() if f.name.startswith("coredns_template")
                for s in f.samples if s.name.endswith("_total")}

@@ -7,7 +7,8 @@ template when ``fallthrough`` covers the name, else SERVFAIL (README: "when the 
 matches a query but no regex match then a SERVFAIL response is returned"); a regex matches,
 the reply is rendered (AA set, the template's rcode). A template with ``rcode SERVFAIL`` gives
 the server's SERVFAIL. A render or RR-parse failure is SERVFAIL and counted, as CoreDNS counts
-``coredns_template_template_failures_total`` / ``coredns_template_rr_failures_total``.
+``coredns_template_template_failures_total`` / ``coredns_template_rr_failures_total``; the
+reason goes to ``req.meta["error"]`` for the *errors* plugin to log.
 
 A reply built only from the question (``.Name``, ``.Zone``, ``.Match``, ``.Group``, ``.Class``,
 ``.Type``) may be stored by the fast path; one that reads ``.Remote``, ``.Meta``, ``.Message``
@@ -16,7 +17,6 @@ or ``.Question`` (the client, its metadata, its message ID and spelling) is neve
 
 from __future__ import annotations
 
-import logging
 import re
 import struct
 from collections.abc import Callable, Iterator
@@ -33,8 +33,6 @@ from kdns.plugins.base import GENERATION, Next, Request, Response
 from kdns.plugins.metrics import VIEW, server_label
 from kdns.plugins.setup_context import SetupContext
 from kdns.plugins.template.gotemplate import Template, TemplateExecError
-
-log = logging.getLogger("kdns.template")
 
 ANY = 255
 CLIENT_FIELDS = frozenset({"Remote", "Meta", "Message", "Question"})
@@ -215,13 +213,14 @@ class TemplateHandler:
                 text = rt.template.execute(data)
             except TemplateExecError as err:
                 self.template_failures[fkey] = self.template_failures.get(fkey, 0) + 1
-                log.debug("template %r: %s", rt.template.source, err)
+                req.meta["error"] = f"template: {rt.section} {rt.template.source!r}: {err}"
                 return self._reply(req, RCODE.SERVFAIL, fast=False)
             try:
                 rr = parse_rr(text)
             except ValueError as err:
                 self.rr_failures[fkey] = self.rr_failures.get(fkey, 0) + 1
-                log.debug("template %r rendered %r: %s", rt.template.source, text, err)
+                req.meta["error"] = (f"template: {rt.section} {rt.template.source!r} rendered "
+                                     f"{text!r}: {err}")
                 return self._reply(req, RCODE.SERVFAIL, fast=False)
             if rt.section == "answer":
                 reply.add_answer(rr)
