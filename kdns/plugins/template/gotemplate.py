@@ -94,7 +94,9 @@ def _parse_int(s: object, base: object, bits: object) -> int:
     return value
 
 
-_GO_VERB = re.compile(r"%([-+# 0]*\d*(?:\.\d+)?)([vsdqxXobeEfgGtc%])")
+_GO_VERB = re.compile(r"%([-+# 0]*\d{0,3}(?:\.\d{1,3})?)([vsdqxXobeEfgGtc%])")
+"""A verb with at most three digits of width and precision: a record is at most 65535 bytes, and
+a larger width would only build a huge string per query (left as literal text instead)."""
 
 
 def _printf(fmt: object, *args: object) -> str:
@@ -119,7 +121,7 @@ def _printf(fmt: object, *args: object) -> str:
             return render(arg)
         try:
             return ("%" + flags + ("i" if verb == "d" else verb)) % arg
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return f"%!{verb}({type(arg).__name__}={render(arg)})"
 
     return _GO_VERB.sub(one, fmt)
@@ -362,7 +364,11 @@ def _field(path: tuple[str, ...], data: Mapping[str, Any], args: list[object]) -
                                         f"{type(value).__name__}")
             value = attr[name]
         if callable(value) and i == len(path) - 1:
-            return value(*args)
+            try:
+                return value(*args)
+            except TypeError:
+                raise TemplateExecError(f"wrong number of args for {name}: want 1 got "
+                                        f"{len(args)}") from None
     if args:
         raise TemplateExecError(f"{'.'.join(path)} is not a method but has arguments")
     return value
