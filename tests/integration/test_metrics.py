@@ -39,6 +39,9 @@ REFERENCE_FAMILIES = {
     # The acl plugin's own counters (CoreDNS plugin/acl README; not in the dashboard table).
     "coredns_acl_blocked_requests", "coredns_acl_filtered_requests",
     "coredns_acl_allowed_requests", "coredns_acl_dropped_requests",
+    # The template plugin's counters (CoreDNS plugin/template README, metrics.go).
+    "coredns_template_matches", "coredns_template_template_failures",
+    "coredns_template_rr_failures",
 }
 
 
