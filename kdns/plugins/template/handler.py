@@ -155,9 +155,8 @@ def parse_rr(text: str) -> RR:
 class TemplateHandler:
     name = "template"
 
-    def __init__(self, cfg: TemplateConfig, ctx: SetupContext) -> None:
+    def __init__(self, cfg: TemplateConfig) -> None:
         self.cfg = cfg
-        self.ctx = ctx
         self.zones: tuple[str, ...] = ()
         self.matches: dict[tuple[str, str, str], int] = {}
         self.template_failures: dict[tuple[str, str, str, str, str], int] = {}
@@ -262,7 +261,10 @@ class TemplateHandler:
 
 def _skeleton(req: Request, rcode: int) -> DNSRecord:
     h = req.msg.header
-    header = DNSHeader(id=h.id, qr=1, opcode=h.opcode, aa=1, rd=h.rd, rcode=rcode)
+    # A SERVFAIL is what CoreDNS's server writes for the plugin (not authoritative); any
+    # other reply is the template's own, authoritative one.
+    header = DNSHeader(id=h.id, qr=1, opcode=h.opcode, aa=int(rcode != RCODE.SERVFAIL),
+                       rd=h.rd, rcode=rcode)
     header.cd = h.cd
     return DNSRecord(header, q=req.msg.questions[0])
 

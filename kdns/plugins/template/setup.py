@@ -149,7 +149,7 @@ def setup(d: Directive, ctx: SetupContext) -> TemplateHandler | None:
     if isinstance(existing, TemplateHandler):
         existing.add(rule)
         return None
-    handler = TemplateHandler(TemplateConfig(), ctx)
+    handler = TemplateHandler(TemplateConfig())
     handler.add(rule)
     ctx.shared[NAME] = handler
     return handler
