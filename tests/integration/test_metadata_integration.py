@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dns.message
 import dns.query
+import dns.rcode
 import pytest
 
 from kdns.plugins.base import Request
@@ -159,3 +160,36 @@ def test_labels_are_computed_only_when_read(serve: Serve, manifests: Path,
     for _ in range(3):
         ask(r, KUBIA)
     assert len(lines()) == 3 and calls == []
+
+
+def test_map_labels_in_log_lines_and_rcode_on_miss(serve: Serve, upstream: FakeUpstream) -> None:
+    r, lines = serve(f""". {{
+    metadata {{
+        map {{{{.IP}}}}   VRF  comment {{
+            127.0.0.1 VRF1 local
+            ::1       VRF2 "local IPv6"
+            default   VRF3 default
+        }}
+    }}
+    log . "{{/metadata/VRF}} {{/metadata/comment}} {{name}}"
+    forward . {upstream.addr}
+}}
+""")
+    ask(r, "www.example.org.", source="127.0.0.1")
+    ask(r, "www.example.org.", source="127.0.0.7")
+    assert lines() == ["VRF1 local www.example.org.", "VRF3 default www.example.org."]
+    strict, _ = serve(f""". {{
+    metadata {{
+        map "{{{{ .Type }}}}" server   port {{
+            A             192.0.2.1  53
+            AAAA          192.0.2.2  53
+            default       REFUSED
+        }}
+    }}
+    forward . {upstream.addr}
+}}
+""")
+    assert ask(strict, "www.example.org.", "A").rcode() == 0
+    assert ask(strict, "www.example.org.", "PTR").rcode() == dns.rcode.REFUSED
+    assert upstream.seen("www.example.org.") and not [
+        s for s in upstream.seen("www.example.org.") if s[2] == "PTR"]

@@ -94,10 +94,48 @@ def test_zones_default_to_the_block() -> None:
         "a.example.", "b.example.")
 
 
+MAP = """metadata {
+    map "{{ .Type }} {{ .IP }}" key1 key2 {
+        "A 127.0.0.1"    val11    val12
+        "AAAA 127.0.0.1" "val 21" "val 22"
+        default          val31    val32
+    }
+}"""
+
+
+def _labels(h: object, req: Request) -> dict[str, str]:
+    return {k: f() for k, f in h.metadata(req).items()}  # type: ignore[attr-defined]
+
+
+def test_map_rows_and_default() -> None:
+    h = _setup(MAP)
+    a, aaaa, mx = _req("x.example."), _req("x.example."), _req("x.example.")
+    aaaa.qtype, mx.qtype = 28, 15
+    assert _labels(h, a) == {"metadata/key1": "val11", "metadata/key2": "val12"}
+    assert _labels(h, aaaa) == {"metadata/key1": "val 21", "metadata/key2": "val 22"}
+    assert _labels(h, mx) == {"metadata/key1": "val31", "metadata/key2": "val32"}
+    no_default = _setup("metadata {\n map {{.Type}} server {\n  A 192.0.2.1\n }\n}")
+    assert _labels(no_default, mx) == {}
+    rcode = _setup("metadata {\n map {{.Type}} server {\n  A 192.0.2.1\n  default SERVFAIL\n }\n}")
+    assert _labels(rcode, mx) == {"metadata/error": "no values found for {{.Type}} 'MX'"}
+    assert rcode.cfg.map.rcode_on_miss == 2  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(("text", "where", "message"), [
-    ("metadata {\n map {{ .Type }} server {\n  A 192.0.2.1\n }\n}", "3:2",
-     "map is not supported by kdns yet"),
+    ("metadata {\n map\n}", "3:2", "map: missing source"),
+    ("metadata {\n map {{end}} k {\n  A v\n }\n}", "3:6", "map: invalid source"),
+    ("metadata {\n map {{.LocalIP}} k {\n  A v\n }\n}", "3:6", "not .LocalIP"),
+    ("metadata {\n map {{.Type}} {\n  A v\n }\n}", "3:2", "missing label(s)"),
+    ("metadata {\n map {{.Type}} k1 k2\n}", "3:2", "missing value(s)"),
+    ("metadata {\n map {{.Type}} k1 k2 {\n }\n}", "3:2", "missing value(s)"),
+    ("metadata {\n map {{.Type}} k1 k2 {\n  A v1 v2 v3\n }\n}", "4:3",
+     "number of values must match labels"),
+    ("metadata {\n map {{.Type}} k1 k2 {\n  A v1 v2\n  default v\n }\n}", "5:3",
+     "number of values must match labels"),
+    ("metadata {\n map {{.Type}} k {\n  A v\n }\n map {{.IP}} k {\n  A v\n }\n}", "6:2",
+     "only one map"),
     ("metadata {\n labels x\n}", "3:2", "unknown property 'labels'"),
+    ("metadata example.com. {\n some_param\n}", "3:2", "unknown property 'some_param'"),
     ("metadata bad..zone", "2:10", "invalid zone"),
 ])
 def test_setup_errors_are_located(text: str, where: str, message: str) -> None:

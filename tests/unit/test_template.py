@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from kdns.config.model import ConfigError, Location, ServerKey
 from kdns.config.parser import parse_corefile
+from kdns.plugins import gotemplate
+from kdns.plugins.gotemplate import TemplateExecError, TemplateSyntaxError
 from kdns.plugins.setup_context import SetupContext
-from kdns.plugins.template import gotemplate
-from kdns.plugins.template.gotemplate import TemplateExecError, TemplateSyntaxError
 from kdns.plugins.template.handler import TemplateHandler, parse_rr
 from kdns.plugins.template.setup import setup
 

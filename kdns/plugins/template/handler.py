@@ -30,9 +30,9 @@ from kdns.config.zones import in_zone, longest_zone
 from kdns.dns import wire
 from kdns.plugins.answering import chase
 from kdns.plugins.base import GENERATION, Next, Request, Response
+from kdns.plugins.gotemplate import Template, TemplateExecError
 from kdns.plugins.metrics import VIEW, server_label
 from kdns.plugins.setup_context import SetupContext
-from kdns.plugins.template.gotemplate import Template, TemplateExecError
 
 ANY = 255
 CLIENT_FIELDS = frozenset({"Remote", "Meta", "Message", "Question"})

@@ -17,8 +17,8 @@ from dnslib import QTYPE, RCODE, DNSError
 
 from kdns.config.model import Directive, Token, error
 from kdns.config.zones import zone_args
+from kdns.plugins.gotemplate import TemplateSyntaxError, parse
 from kdns.plugins.setup_context import SetupContext
-from kdns.plugins.template.gotemplate import TemplateSyntaxError, parse
 from kdns.plugins.template.handler import (
     CLIENT_FIELDS,
     RRTemplate,

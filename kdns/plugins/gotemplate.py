@@ -1,15 +1,15 @@
-"""A small, safe evaluator for the subset of Go's text/template the template plugin documents.
+"""A small, safe evaluator for the subset of Go's text/template CoreDNS's Corefiles use.
 
-CoreDNS renders each resource record of a *template* with Go's ``text/template``. kdns parses
-that syntax at setup into a tree and evaluates it per query, with no ``eval`` and no access to
-anything but the fields it is handed. Supported: text, ``{{ pipeline }}`` actions (with ``{{-``
-/ ``-}}`` trimming and ``{{/* comments */}}``), field chains (``.Name``, ``.Group.a``,
-``.Question.Name``), method calls with arguments (``.Meta "key"``), string, raw-string and
-integer literals, parenthesised pipelines, ``|`` pipes, and the functions ``index``, ``len``,
-``print``, ``printf``, ``eq``, ``ne``, ``lt``, ``le``, ``gt``, ``ge``, ``and``, ``or``, ``not``
-and CoreDNS's ``parseInt``. Control structures (``if``, ``range``, ``with`` ...) and variables
-are rejected at parse time, so an unsupported template is a located setup error, never a
-template that silently renders something else.
+CoreDNS renders each resource record of a *template*, and the source of a *metadata* ``map``,
+with Go's ``text/template``. kdns parses that syntax at setup into a tree and evaluates it per
+query, with no ``eval`` and no access to anything but the fields it is handed. Supported: text,
+``{{ pipeline }}`` actions (with ``{{-`` / ``-}}`` trimming and ``{{/* comments */}}``), field
+chains (``.Name``, ``.Group.a``, ``.Question.Name``), method calls with arguments
+(``.Meta "key"``), string, raw-string and integer literals, parenthesised pipelines, ``|``
+pipes, and the functions ``index``, ``len``, ``print``, ``printf``, ``eq``, ``ne``, ``lt``,
+``le``, ``gt``, ``ge``, ``and``, ``or``, ``not`` and CoreDNS's ``parseInt``. Control structures
+(``if``, ``range``, ``with`` ...) and variables are rejected at parse time, so an unsupported
+template is a located setup error, never a template that silently renders something else.
 """
 
 from __future__ import annotations
