@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,18 @@ def test_setup_errors_are_located(text: str, where: str, message: str) -> None:
 def test_coredns_readme_examples_set_up(text: str) -> None:
     h = _setup(text)
     assert h is not None and len(h.rules) == 1
+
+
+def test_a_failing_metadata_value_costs_the_line_not_the_reply(
+        caplog: pytest.LogCaptureFixture) -> None:
+    def broken() -> str:
+        raise RuntimeError("provider bug")
+
+    h = _setup('log . "{name} {/kubernetes/namespace}"')
+    assert h is not None
+    req = _req()
+    req.meta["metadata"] = {"kubernetes/namespace": broken}
+    with caplog.at_level(logging.INFO, logger="kdns.log"):
+        h.rules[0].emit(req, b"\x12\x67\x85\x80" + b"\x00" * 8, 0.001)  # must not raise
+    assert [r.levelno for r in caplog.records] == [logging.ERROR]
+    assert "formatting the line for Example.ORG. failed" in caplog.records[0].getMessage()

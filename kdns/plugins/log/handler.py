@@ -175,8 +175,15 @@ class LogRule:
         if "all" not in self.classes and classify(reply) not in self.classes and not (
                 self.min_duration and duration > self.min_duration):
             return
-        log.info("%s", "".join(p if isinstance(p, str) else p(req, reply, duration)
-                               for p in self.fmt))
+        try:
+            line = "".join(p if isinstance(p, str) else p(req, reply, duration)
+                           for p in self.fmt)
+        except Exception:
+            # A metadata provider's fault must not cost the client its reply (the server
+            # writes this line after encoding it, before sending).
+            log.exception("log: formatting the line for %s failed", req.qname)
+            return
+        log.info("%s", line)
 
 
 class LogHandler:
