@@ -389,3 +389,56 @@ def test_failures_are_servfail_counted_and_logged(serve: Callable[[str], Running
     assert samples[("coredns_template_matches_total", "", "A")] == 2
     assert samples[("coredns_template_template_failures_total", "answer", "TXT")] == 1
     assert samples[("coredns_template_rr_failures_total", "answer", "A")] == 2
+
+
+AKS_STYLE = r""".:53 {
+    errors
+    ready
+    health {
+      lameduck 5s
+    }
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+      pods insecure
+      fallthrough in-addr.arpa ip6.arpa
+      ttl 30
+    }
+    prometheus :9153
+    forward . /etc/resolv.conf
+    cache 30
+    loop
+    reload
+    loadbalance
+    import custom/*.override
+    template ANY ANY internal.cloudapp.net {
+      match "^(?:[^.]+\.){4,}internal\.cloudapp\.net\.$"
+      rcode NXDOMAIN
+      fallthrough
+    }
+    template ANY ANY reddog.microsoft.com {
+      rcode NXDOMAIN
+    }
+}
+import custom/*.server
+"""
+
+
+def test_kdns_check_accepts_an_aks_style_corefile_and_locates_template_errors(
+        tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from kdns.cli import main
+
+    (tmp_path / "custom").mkdir()
+    (tmp_path / "custom" / "aaaa.override").write_text(
+        "template ANY AAAA cluster.local {\n  rcode NOERROR\n}\n")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 192.0.2.1\n")  # set up only: nothing is sent anywhere
+    good = tmp_path / "Corefile"
+    good.write_text(AKS_STYLE.replace("/etc/resolv.conf", str(resolv)))
+    r = CliRunner().invoke(main, ["check", str(good)])
+    assert r.exit_code == 0, r.output
+    (tmp_path / "custom" / "aaaa.override").write_text(
+        "template ANY AAAA cluster.local {\n  answer \"{{ .Nmae }} 5 IN AAAA ::1\"\n}\n")
+    r = CliRunner().invoke(main, ["check", str(good)])
+    assert r.exit_code == 2 and "aaaa.override:2:10: template: could not compile" in r.output, \
+        r.output
