@@ -131,3 +131,13 @@ def test_a_failing_metadata_value_costs_the_line_not_the_reply(
         h.rules[0].emit(req, b"\x12\x67\x85\x80" + b"\x00" * 8, 0.001)  # must not raise
     assert [r.levelno for r in caplog.records] == [logging.ERROR]
     assert "formatting the line for Example.ORG. failed" in caplog.records[0].getMessage()
+
+
+def test_common_inside_a_longer_format_is_expanded() -> None:
+    h = _setup('log . "{common} ns={/kubernetes/namespace}"')
+    assert h is not None
+    req = _req()
+    line = "".join(p if isinstance(p, str) else p(req, b"\x12\x67\x85\x80" + b"\x00" * 8, 0.5)
+                   for p in h.rules[0].fmt)
+    assert line.startswith('[::1]:5300 - 4711 "AAAA IN example.org. tcp ') and line.endswith(
+        " NOERROR qr,aa,rd,ra 12 0.5s ns=shop")
