@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from dnslib import QTYPE, RCODE, DNSRecord
@@ -21,6 +21,7 @@ from kdns.k8s.source import ResourceSpec, Sink, Source, SourceFactory
 from kdns.plugins.answering import authoritative_reply, chase
 from kdns.plugins.base import Next, Request, Response
 from kdns.plugins.kubernetes.answer import Answer, answer
+from kdns.plugins.kubernetes.metadata import labels as metadata_labels
 from kdns.plugins.kubernetes.setup import KubernetesConfig
 from kdns.plugins.kubernetes.view import PROGRAMMING_BUCKETS, View, ViewBuilder
 from kdns.plugins.metrics import buckets
@@ -105,6 +106,16 @@ class KubernetesHandler:
 
     def zone_of(self, qname_lower: str) -> str | None:
         return longest_zone(qname_lower, self._by_length)
+
+    def metadata(self, req: Request) -> dict[str, Callable[[], str]]:
+        """The labels CoreDNS's kubernetes plugin publishes (read through *metadata*)."""
+        def client_pod() -> tuple[str, str] | None:
+            if self.cfg.pods != "verified":
+                return None  # CoreDNS: the client is only looked up with pods verified
+            pod_of = getattr(self._builder, "pod_of", None)
+            return pod_of(req.client[0]) if pod_of is not None else None
+
+        return metadata_labels(req.qname_lower, self.zone_of(req.qname_lower), client_pod)
 
     # -- serving ----------------------------------------------------------------------------
 
