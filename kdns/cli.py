@@ -121,7 +121,8 @@ def main() -> None:
 @main.command()
 @_with_source_options
 @click.option("--dns-addr", callback=_addr, default=None,
-              help="Bind DNS to this address instead of all interfaces.")
+              help="Bind DNS to this address instead of all interfaces, in server blocks "
+                   "without a bind directive.")
 @click.option("--dns-port", type=int, callback=_port, default=None,
               help="Serve DNS on this port wherever the Corefile says 53 (0: a free port).")
 @click.option("--workers", callback=_workers, default="1", show_default=True, metavar="N|auto",

@@ -506,11 +506,15 @@ def reverse_zones(cidr: str, loc: Location) -> list[str]:
 
 def _check_duplicates(blocks: tuple[ServerBlock, ...]) -> None:
     """The same scheme+zone+port twice is an error, as in CoreDNS. A key without a port is
-    compared as written: only the server knows which port it defaults to."""
-    seen: dict[tuple[str, str, int | None], Location] = {}
+    compared as written: only the server knows which port it defaults to. Blocks that listen on
+    different addresses (different ``bind`` arguments) may serve the same zone and port; the
+    server checks the resolved addresses again when it plans its listeners."""
+    seen: dict[tuple[str, str, int | None, tuple[str, ...]], Location] = {}
     for block in blocks:
+        binds = tuple(sorted(a.text for d in block.directives if d.name.text == "bind"
+                             for a in d.args))
         for key in block.keys:
-            ident = (key.scheme, key.zone, key.port)
+            ident = (key.scheme, key.zone, key.port, binds)
             if ident in seen:
                 where = f"{key.scheme}://{key.zone}" + (f":{key.port}" if key.port is not None else "")
                 raise ConfigError(

@@ -22,7 +22,8 @@ def server_label(ctx: SetupContext) -> str:
     listen = ctx.process.get("listen_addrs") or []
     if port == 0 and listen:
         port = listen[0][1]
-    return f"dns://{ctx.process.get('dns_addr') or ''}:{port}"
+    host = ctx.listen_hosts[0] if ctx.listen_hosts else ctx.process.get("dns_addr") or ""
+    return f"dns://{host}:{port}"
 
 
 def buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:

@@ -35,6 +35,9 @@ class SetupContext:
     process: dict[str, Any] = field(default_factory=dict)
     """Shared by every server block of the process (e.g. the ready plugin's reporters and the
     draining flag the server sets on SIGTERM)."""
+    listen_hosts: list[str] = field(default_factory=list)
+    """Addresses the block listens on (set by ``bind``, CoreDNS's ``Config.ListenHosts``);
+    empty: the server's default (``--dns-addr``, else every interface)."""
 
     @property
     def zones(self) -> tuple[str, ...]:

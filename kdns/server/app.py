@@ -44,7 +44,8 @@ class ServeOptions:
     config_dir: Path = Path(".")
     overrides: Overrides = field(default_factory=Overrides)
     dns_addr: str | None = None
-    """Bind DNS listeners to this address instead of all interfaces."""
+    """Bind DNS listeners to this address instead of all interfaces, in every server block
+    without a ``bind`` directive (``bind`` takes precedence where present)."""
     corefile: Path | None = None
     """The Corefile the configuration came from (``reload`` watches it); None: built-in."""
     dns_port: int | None = None
@@ -174,27 +175,42 @@ class KdnsServer:
             raise ConfigError(None, "the Corefile defines no server blocks")
         blocks = [_setup_block(b, self.opts, self.process) for b in config]
         by_addr: dict[tuple[str, int], Listener] = {}
+        # (zone, port) -> hosts serving it: a zone on every interface and on one address of
+        # the same port would have two listeners contend for the same packets (CoreDNS too
+        # refuses this).
+        served: dict[tuple[str, int], set[str]] = {}
         for blk in blocks:
             chain = build_chain(blk.handlers)
             names = {h.name for h in blk.handlers}
             errors = next((h for h in blk.handlers if h.name == "errors"), None)
+            # ``bind`` chooses the block's addresses; without it, --dns-addr or every interface.
+            hosts = blk.ctx.listen_hosts or [self.opts.dns_addr or ""]
             for key in blk.block.keys:
                 port = key.port if key.port is not None else DEFAULT_DNS_PORT
                 if self.opts.dns_port is not None and port == DEFAULT_DNS_PORT:
                     port = self.opts.dns_port
-                host = self.opts.dns_addr or ""
-                lst = by_addr.get((host, port))
-                if lst is None:
-                    lst = by_addr[(host, port)] = Listener(host, port, {}, config_port=port,
-                                                           limits=_limits(blk.handlers))
-                if key.zone in lst.zones:
-                    raise error(key.loc, None, f"cannot serve dns://{key.zone}:{port} - "
-                                               "it is already defined")
-                label = f"dns://{host}:{port}"
-                lst.zones[key.zone] = Zone(key.zone, chain, label, errors is not None,
-                                           not names & {"log", "acl"}, errors,
-                                           any(getattr(h, "blocking", False) for h in blk.handlers),
-                                           tuple(h.name for h in blk.handlers))
+                for host in hosts:
+                    lst = by_addr.get((host, port))
+                    if lst is None:
+                        lst = by_addr[(host, port)] = Listener(host, port, {}, config_port=port,
+                                                               limits=_limits(blk.handlers))
+                    if key.zone in lst.zones:
+                        raise error(key.loc, None, f"cannot serve dns://{key.zone}:{port} - "
+                                                   "it is already defined")
+                    others = served.setdefault((key.zone, port), set())
+                    if others and ("" in others or not host):
+                        other = next(iter(others - {host}), "")
+                        raise error(key.loc, None, f"cannot serve dns://{key.zone}:{port} - zone "
+                                                   "overlap listener capacity with "
+                                                   f"dns://{key.zone}:{port} on "
+                                                   f"{other or 'every interface'}")
+                    others.add(host)
+                    label = f"dns://{host}:{port}"
+                    lst.zones[key.zone] = Zone(key.zone, chain, label, errors is not None,
+                                               not names & {"log", "acl"}, errors,
+                                               any(getattr(h, "blocking", False)
+                                                   for h in blk.handlers),
+                                               tuple(h.name for h in blk.handlers))
         return blocks, list(by_addr.values())
 
     @staticmethod
@@ -260,9 +276,17 @@ class KdnsServer:
                 started()
 
     def start_listeners(self, listeners: list[Listener] | None = None) -> None:
+        # Port 0 picks a free port once per configured port: every address a Corefile port
+        # is bound to (``bind``) then answers on the same port, as it would on 53.
+        picked = {lst.config_port: lst.port for lst in self.listeners
+                  if lst.config_port == 0 and lst.udp is not None}
         for lst in self.listeners if listeners is None else listeners:
+            if lst.port == 0 and lst.config_port in picked:
+                lst.port = picked[lst.config_port]
             udp_sock, tcp_sock = bind_pair(lst.host, lst.port)
             lst.port = udp_sock.getsockname()[1]
+            if lst.config_port == 0:
+                picked.setdefault(lst.config_port, lst.port)
             label = f"dns://{lst.host}:{lst.port}"
             for z in lst.zones.values():
                 z.server_label = label

@@ -40,6 +40,17 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+def _sockaddr(host: str, port: int) -> tuple[str, int] | tuple[str, int, int, int]:
+    """``bind``'s argument for ``host``: a link-local IPv6 address keeps its ``%zone`` as the
+    scope id (a plain 2-tuple would bind with scope 0, which the kernel rejects)."""
+    if "%" not in host:
+        return (host, port)
+    info = socket.getaddrinfo(host, port, socket.AF_INET6, socket.SOCK_DGRAM, 0,
+                              socket.AI_NUMERICHOST)
+    addr = info[0][4]
+    return (str(addr[0]), port, 0, int(addr[3]))  # type: ignore[misc]
+
+
 def bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
     """Bind a UDP and a TCP socket on the same port; port 0 picks one free for both."""
     for _ in range(20):
@@ -54,9 +65,9 @@ def bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
                 if hasattr(socket, "SO_REUSEPORT"):
                     # Lets a second instance (a rollout, or --workers) share the port.
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            udp.bind((host, port))
+            udp.bind(_sockaddr(host, port))
             chosen = udp.getsockname()[1]
-            tcp.bind((host, chosen))
+            tcp.bind(_sockaddr(host, chosen))
             tcp.listen(1024)
             return udp, tcp
         except OSError:
