@@ -258,6 +258,11 @@ def test_interface_rules_and_answers_through_the_cache(net: Node,
     for rule in RULES_FOR_LINK_LOCAL:
         assert rules.count(rule) == 1, rule
     assert sum(KUBE_DNS in r for r in rules) == len(RULES_FOR_LINK_LOCAL)
+    if "bind" in registry.IMPLEMENTED:  # the addon's bind: only the two local IPs
+        served = c.log.read_text()
+        assert f"listening on udp+tcp {LINK_LOCAL}:53" in served
+        assert f"listening on udp+tcp {KUBE_DNS}:53" in served
+        assert "listening on udp+tcp *:53" not in served
     written = (c.dir / "Corefile").read_text()
     assert f"forward . {KUBE_DNS_UPSTREAM} {{" in written and "__PILLAR__" not in written
     assert f"forward . {UPSTREAM}\n" in written
@@ -381,3 +386,14 @@ def test_without_net_admin_it_says_so(net: Node, tmp_path: Path) -> None:
     assert "CAP_NET_ADMIN" in res.stderr and "NET_ADMIN" in res.stderr
     assert "Traceback" not in res.stderr
     assert net.link() == ""
+
+
+def test_a_bad_corefile_stops_before_any_rule_and_removes_the_interface(
+        net: Node, tmp_path: Path) -> None:
+    base = tmp_path / "Corefile.base"
+    base.write_text(".:53 {\n    errors\n    frobnicate\n}\n")
+    res = net.node.exec(KDNS, "node-cache", "-localip", LINK_LOCAL, "-conf",
+                        str(tmp_path / "Corefile"), "-basecorefile", str(base), check=False)
+    assert res.returncode == 2, res.stderr
+    assert f"{tmp_path / 'Corefile'}:3:5: unknown directive 'frobnicate'" in res.stderr
+    assert net.link() == "" and LINK_LOCAL not in net.rules()
