@@ -55,6 +55,9 @@ CLUSTER_DNS_KITS = ("base", "autopath", "multicore")
 """The kits that run kdns as the cluster DNS (with the kubernetes plugin)."""
 
 KDNS_CONTAINER = "kdns"
+NODE_CACHE_CONTAINER = "node-cache"
+"""deploy/nodelocal keeps the upstream addon's container name, so applying either manifest over
+the other updates the one container in place."""
 K8S_VERSIONS = ("1.29.0", "latest")
 """Oldest Kubernetes release still commonly run (EndpointSlice v1, policy/v1 PDBs long GA) and
 the newest schema kubernetes-validate ships."""
@@ -111,7 +114,7 @@ def workload(objs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def kdns_container(obj: dict[str, Any]) -> dict[str, Any]:
     containers = obj["spec"]["template"]["spec"]["containers"]
-    found = [c for c in containers if c["name"] == KDNS_CONTAINER]
+    found = [c for c in containers if c["name"] in (KDNS_CONTAINER, NODE_CACHE_CONTAINER)]
     assert len(found) == 1, f"{obj['kind']} {obj['metadata']['name']} has no '{KDNS_CONTAINER}' container"
     return found[0]
 
