@@ -57,6 +57,8 @@ class NodeCache:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._torn_down = False
+        self._created_interface = False
+        self._close_lock = threading.Lock()
         self.metrics = CollectorRegistry(auto_describe=False)
         self.setup_errors = Counter("coredns_nodecache_setup_errors", "The number of errors "
                                     "during periodic network setup for node-cache",
@@ -170,6 +172,7 @@ class NodeCache:
             try:
                 self.interface = Interface(p.interface_name, p.local_ips)
                 if not self.interface.ensure():
+                    self._created_interface = True
                     log.info("added interface %s (%s)", p.interface_name,
                              self.interface.link_type)
             except NetworkSetupError as err:
@@ -240,6 +243,17 @@ class NodeCache:
             except Exception:  # the check must keep running whatever one round met
                 log.exception("periodic network/config check failed")
 
+    def abort(self) -> None:
+        """Undo a start that failed before serving: only the interface, and only when this
+        process created it (no rules exist yet; an interface that was already there may be
+        another instance's, which is still serving)."""
+        if self.interface is not None and self._created_interface and not self.params.skip_teardown:
+            try:
+                self.interface.remove()
+            except NetworkSetupError as err:
+                log.error("%s", err)
+        self.close()
+
     def shutdown(self) -> None:
         """Step 6: lameduck, teardown, close."""
         server = self.server
@@ -261,12 +275,13 @@ class NodeCache:
             self._thread.join(timeout=35)
 
     def close(self) -> None:
-        if self.http is not None:
-            self.http.stop()
-            self.http = None
-        if self.params.pidfile:
-            with contextlib.suppress(OSError):
-                Path(self.params.pidfile).unlink()
+        with self._close_lock:  # the signal's shutdown thread and the main thread both close
+            if self.http is not None:
+                self.http.stop()
+                self.http = None
+            if self.params.pidfile:
+                with contextlib.suppress(OSError):
+                    Path(self.params.pidfile).unlink()
 
 
 def run(params: Params, out: Callable[[str], None]) -> int:
@@ -281,7 +296,7 @@ def run(params: Params, out: Callable[[str], None]) -> int:
         server = cache.build()
     except (NodeCacheError, ConfigError, ValueError) as err:
         out(f"kdns node-cache: {err}")
-        cache.teardown()
+        cache.abort()
         return 2
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -296,8 +311,7 @@ def run(params: Params, out: Callable[[str], None]) -> int:
     except (ConfigError, ValueError, OSError) as err:
         out(f"kdns node-cache: cannot serve: {err}")
         server.stop()
-        cache.teardown()
-        cache.close()
+        cache.abort()
         return 2
     for lst in server.listeners:
         print(f"kdns: serving on {lst.host or '0.0.0.0'}:{lst.port}", flush=True)

@@ -397,3 +397,17 @@ def test_a_bad_corefile_stops_before_any_rule_and_removes_the_interface(
     assert res.returncode == 2, res.stderr
     assert f"{tmp_path / 'Corefile'}:3:5: unknown directive 'frobnicate'" in res.stderr
     assert net.link() == "" and LINK_LOCAL not in net.rules()
+
+
+def test_a_second_instance_that_fails_leaves_the_running_one_alone(
+        net: Node, cache: Callable[..., Cache], tmp_path: Path) -> None:
+    running = cache()
+    running.wait_ready()
+    base = tmp_path / "Corefile.base"
+    base.write_text(".:53 {\n    frobnicate\n}\n")
+    res = net.node.exec(KDNS, "node-cache", "-localip", f"{LINK_LOCAL},{KUBE_DNS}", "-conf",
+                        str(tmp_path / "Corefile"), "-basecorefile", str(base), check=False)
+    assert res.returncode == 2, res.stderr
+    assert f"inet {LINK_LOCAL}/32" in net.link()
+    assert net.rules().count(f" {LINK_LOCAL}/32 ") == 12
+    assert addresses(ask(net.node, LINK_LOCAL, SERVICE)) == {SERVICE_IP}
