@@ -415,3 +415,40 @@ def test_a_second_instance_that_fails_leaves_the_running_one_alone(
     assert f"inet {LINK_LOCAL}/32" in net.link()
     assert net.rules().count(f" {LINK_LOCAL}/32 ") == 12
     assert addresses(ask(net.node, LINK_LOCAL, SERVICE)) == {SERVICE_IP}
+
+
+def test_ipv6_local_address_uses_ip6tables(net: Node, tmp_path: Path) -> None:
+    local = "fd00:20::10"
+    base = tmp_path / "Corefile.base"
+    base.write_text(".:53 {\n    errors\n    cache 30\n    bind __PILLAR__LOCAL__DNS__\n"
+                    "    forward . __PILLAR__UPSTREAM__SERVERS__\n}\n")
+    kube_dns_cm = tmp_path / "kube-dns"
+    kube_dns_cm.mkdir()
+    (kube_dns_cm / "upstreamNameservers").write_text(json.dumps([UPSTREAM]))
+    pidfile = tmp_path / "pid"
+    log = tmp_path / "log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            net.node.argv(KDNS, "node-cache", "-localip", local, "-conf",
+                          str(tmp_path / "Corefile"), "-basecorefile", str(base), "-kubednscm",
+                          str(kube_dns_cm), "-pidfile", str(pidfile),
+                          "-metrics-listen-address", "127.0.0.1:0"),
+            stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        def rules6() -> str:
+            return "".join(net.node.exec("ip6tables", "-t", t, "-S").stdout
+                           for t in ("raw", "filter"))
+
+        def ready() -> bool:
+            assert proc.poll() is None, log.read_text()
+            return pidfile.exists() and rules6().count(f" {local}/128 ") == 12
+
+        wait_for(ready, 30, "IPv6 cache ready")
+        assert f"inet6 {local}/128" in net.link()
+        assert addresses(ask(net.node, local, EXTERNAL)) == {EXTERNAL_IP}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert local not in rules6() and net.link() == ""
+    finally:
+        _stop(proc)
+        net.node.ip("link", "del", "nodelocaldns", check=False)
