@@ -163,8 +163,9 @@ class NodeCache:
         p = self.params
         self.write_corefile()
         if p.setup_iptables:
-            self.iptables = Iptables(rules_for(p.local_ips, p.local_port, p.health_port), p.ipv6)
             try:
+                self.iptables = Iptables(rules_for(p.local_ips, p.local_port, p.health_port),
+                                         p.ipv6)
                 self.iptables.check_access()
             except NetworkSetupError as err:
                 raise NodeCacheError(str(err)) from None

@@ -217,3 +217,16 @@ def test_iptables_rules_are_node_caches_twelve_per_address() -> None:
     assert first.count(("raw", "PREROUTING")) == 2 and first.count(("filter", "INPUT")) == 2
     assert first.count(("raw", "OUTPUT")) == 6 and first.count(("filter", "OUTPUT")) == 2
     assert all("8080" in r.args for r in rules[10:12])
+
+
+def test_missing_iptables_is_a_clear_start_up_error(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither ip nor iptables to be found
+    nc = _params(tmp_path)
+    with pytest.raises(NodeCacheError, match=r"'iptables' not found on PATH: install it "
+                                             r"\(Debian package iptables\)"):
+        nc.prepare()
+    nc = _params(tmp_path, "-setupiptables=false")
+    with pytest.raises(NodeCacheError, match=r"'ip' not found on PATH: install it "
+                                             r"\(Debian package iproute2\)"):
+        nc.prepare()
