@@ -170,10 +170,14 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 class Cache:
     """One ``kdns node-cache`` process on the node, transparent mode (both local IPs)."""
 
-    def __init__(self, net: Node, name: str, *extra: str) -> None:
+    def __init__(self, net: Node, name: str, *extra: str, lameduck: str = "") -> None:
         self.dir = net.tmp / name
         self.dir.mkdir()
         base = BASE_COREFILE.read_text()
+        if lameduck:
+            base = base.replace(f"health {LINK_LOCAL}:8080\n",
+                                f"health {LINK_LOCAL}:8080 {{\n        lameduck {lameduck}\n    }}\n")
+            assert "lameduck" in base
         if "bind" not in registry.IMPLEMENTED:
             base = re.sub(r"(?m)^\s*bind .*\n", "", base)
         (self.dir / "coredns").mkdir()
@@ -217,8 +221,8 @@ class Cache:
 def cache(net: Node) -> Iterator[Callable[..., Cache]]:
     made: list[Cache] = []
 
-    def start(*extra: str) -> Cache:
-        c = Cache(net, f"cache{len(os.listdir(net.tmp))}", *extra)
+    def start(*extra: str, lameduck: str = "") -> Cache:
+        c = Cache(net, f"cache{len(os.listdir(net.tmp))}", *extra, lameduck=lameduck)
         made.append(c)
         return c
 
@@ -312,6 +316,19 @@ def test_sigterm_tears_down_and_the_kube_dns_ip_reaches_the_cluster_dns(
     assert not c.pidfile.exists()
     # The kube-proxy path again: the cluster DNS answers the kube-dns IP.
     assert addresses(ask(net.node, KUBE_DNS, SERVICE)) == {SERVICE_IP}
+
+
+def test_teardown_waits_for_the_lameduck_period(net: Node, cache: Callable[..., Cache]) -> None:
+    c = cache(lameduck="2s")
+    c.wait_ready()
+    c.proc.send_signal(signal.SIGTERM)
+    time.sleep(1.0)
+    # Still in lameduck: rules and interface in place, and the cache still answers.
+    assert c.proc.poll() is None
+    assert net.rules().count(f" {LINK_LOCAL}/32 ") == 12 and f"inet {LINK_LOCAL}/32" in net.link()
+    assert addresses(ask(net.node, LINK_LOCAL, SERVICE)) == {SERVICE_IP}
+    assert c.proc.wait(timeout=30) == 0, c.log.read_text()
+    assert net.link() == "" and LINK_LOCAL not in net.rules()
 
 
 def test_skipteardown_leaves_the_set_up_in_place(net: Node, cache: Callable[..., Cache]) -> None:
