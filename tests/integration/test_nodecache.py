@@ -286,6 +286,12 @@ def test_interface_rules_and_answers_through_the_cache(net: Node,
     assert after["tcp"] - before["tcp"] >= 2
     cached = metric(net.node, "http://127.0.0.1:9253/metrics", "coredns_cache_hits_total")
     assert cached >= 4
+    # node-cache's own set-up error counter, on -metrics-listen-address: no errors here.
+    own = net.node.run(lambda: urllib.request.urlopen("http://127.0.0.1:9353/metrics",
+                                                      timeout=3).read().decode())
+    assert "# TYPE coredns_nodecache_setup_errors_total counter" in own
+    assert metric(net.node, "http://127.0.0.1:9353/metrics",
+                  "coredns_nodecache_setup_errors_total") == 0
 
 
 def test_removed_rules_and_interface_come_back(net: Node, cache: Callable[..., Cache]) -> None:
