@@ -1,4 +1,5 @@
-"""The ``kdns`` command: ``serve``, ``resolve``, ``check``. The only place that exits the process.
+"""The ``kdns`` command: ``serve``, ``resolve``, ``check``, ``node-cache``. The only place that
+exits the process.
 
 Process-level flags only (where to read the cluster from, where to listen); everything else
 lives in the Corefile. ``kdns resolve`` runs the same code as the server (in-process, or against a
@@ -228,6 +229,26 @@ def resolve(name: str, qtype: str, namespace: str, zone: str, search: tuple[str,
             built.stop()
     click.echo(result.render())
     sys.exit(0 if result.found else EXIT_NOT_FOUND)
+
+
+@main.command("node-cache", add_help_option=False,
+              context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def node_cache(args: tuple[str, ...]) -> None:
+    """Run as the node-local DNS cache: NodeLocal DNSCache's node-cache flags (-h lists them)."""
+    from kdns.nodecache.app import run
+    from kdns.nodecache.flags import FlagError, parse, usage
+
+    if any(a in ("-h", "-help", "--help") for a in args):
+        click.echo(usage())
+        sys.exit(0)
+    try:
+        params = parse(list(args))
+    except FlagError as err:
+        click.echo(f"kdns node-cache: {err}", err=True)
+        sys.exit(EXIT_CONFIG)
+    _setup_logging(params.log_level)
+    sys.exit(run(params, lambda line: click.echo(line, err=True)))
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m kdns.cli`

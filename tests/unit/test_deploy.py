@@ -55,6 +55,9 @@ CLUSTER_DNS_KITS = ("base", "autopath", "multicore")
 """The kits that run kdns as the cluster DNS (with the kubernetes plugin)."""
 
 KDNS_CONTAINER = "kdns"
+NODE_CACHE_CONTAINER = "node-cache"
+"""deploy/nodelocal keeps the upstream addon's container name, so applying either manifest over
+the other updates the one container in place."""
 K8S_VERSIONS = ("1.29.0", "latest")
 """Oldest Kubernetes release still commonly run (EndpointSlice v1, policy/v1 PDBs long GA) and
 the newest schema kubernetes-validate ships."""
@@ -111,13 +114,22 @@ def workload(objs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def kdns_container(obj: dict[str, Any]) -> dict[str, Any]:
     containers = obj["spec"]["template"]["spec"]["containers"]
-    found = [c for c in containers if c["name"] == KDNS_CONTAINER]
+    found = [c for c in containers if c["name"] in (KDNS_CONTAINER, NODE_CACHE_CONTAINER)]
     assert len(found) == 1, f"{obj['kind']} {obj['metadata']['name']} has no '{KDNS_CONTAINER}' container"
     return found[0]
 
 
 def serve_params(args: list[str]) -> dict[str, Any]:
-    """The container's args through the real ``kdns serve`` option parser."""
+    """The container's args through the real ``kdns serve`` option parser (for ``kdns
+    node-cache``, its flag parser: ``conf`` is then the mounted base Corefile it fills in)."""
+    if args and args[0] == "node-cache":
+        from kdns.nodecache.flags import FlagError, parse
+
+        try:
+            nc = parse(list(args[1:]))
+        except FlagError as err:
+            pytest.fail(f"`kdns {' '.join(args)}` is rejected by the CLI: {err}")
+        return {"conf": nc.base_corefile, "dns_addr": None, "dns_port": None, "nodecache": nc}
     assert args and args[0] == "serve", f"container args must start with 'serve', got {args}"
     try:
         ctx = serve.make_context("kdns serve", list(args[1:]))
@@ -130,7 +142,8 @@ def mounted_corefile(objs: list[dict[str, Any]]) -> tuple[str, str]:
     """(ConfigMap name, Corefile text) of the file ``--conf`` names inside the kdns container."""
     obj = workload(objs)
     container = kdns_container(obj)
-    conf = serve_params(container["args"])["conf"]
+    params = serve_params(container["args"])
+    conf = params["conf"]
     assert conf, "the container must pass --conf (the built-in Corefile is not the ConfigMap)"
     conf_path = PurePosixPath(conf)
     mounts = [m for m in container.get("volumeMounts", ())
@@ -148,6 +161,17 @@ def mounted_corefile(objs: list[dict[str, Any]]) -> tuple[str, str]:
     cm = one(objs, "ConfigMap", cm_name)
     assert cm["metadata"]["namespace"] == obj["metadata"]["namespace"]
     assert key in cm["data"], f"ConfigMap {cm_name} has no key {key!r} for {conf}"
+    if "nodecache" in params:  # the Corefile `kdns node-cache` writes from the mounted base
+        from kdns.nodecache import corefile
+
+        nc = params["nodecache"]
+        env = service_env(objs, obj["metadata"]["namespace"])
+        # kube-dns-upstream gets its ClusterIP from the API server; any address stands in for
+        # the variable the kubelet then sets.
+        return cm_name, corefile.fill(
+            cm["data"][key], local_ip_str=nc.local_ip_str,
+            cluster_dns=env.get(corefile.svc_env(nc.upstream_svc), "192.0.2.11"),
+            kube=corefile.KubeDnsConfig(), port=nc.local_port)
     return cm_name, cm["data"][key]
 
 
@@ -395,6 +419,9 @@ def test_ports_and_services_match_the_corefile(kit: str, tmp_path: Path) -> None
     assert services, f"{kit}: no Service"
     for svc in services:
         assert svc["metadata"]["namespace"] == obj["metadata"]["namespace"]
+        if svc["metadata"]["name"] == "kube-dns-upstream":  # nodelocal: the cluster DNS pods
+            assert svc["spec"]["selector"] == {"k8s-app": "kube-dns"}
+            continue
         assert svc["spec"]["selector"].items() <= pod_labels.items(), \
             f"Service {svc['metadata']['name']} selects no kdns pod"
         for p in svc["spec"]["ports"]:
@@ -419,24 +446,41 @@ def test_cluster_dns_service_keeps_the_names_coredns_used() -> None:
     assert nl.get("k8s-app") != "kube-dns"
 
 
-def test_nodelocal_binds_one_link_local_address_everywhere() -> None:
+def test_nodelocal_is_the_upstream_addon_running_kdns_node_cache() -> None:
     objs = render("nodelocal")
     ds = workload(objs)
+    assert (ds["kind"], ds["metadata"]["name"]) == ("DaemonSet", "node-local-dns")
     spec = ds["spec"]["template"]["spec"]
-    addr = serve_params(kdns_container(ds)["args"])["dns_addr"]
-    assert addr is not None and ipaddress.ip_address(addr).is_link_local
+    c = kdns_container(ds)
+    nc = serve_params(c["args"])["nodecache"]
+    link_local, *rest = nc.local_ips
+    assert ipaddress.ip_address(link_local).is_link_local
     assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "Default"
-    assert spec.get("enableServiceLinks", True), "the Corefile reads KUBE_DNS_SERVICE_HOST"
-    assert kdns_container(ds)["livenessProbe"]["httpGet"]["host"] == addr
+    assert spec.get("enableServiceLinks", True), "node-cache reads <UPSTREAMSVC>_SERVICE_HOST"
+    assert c["livenessProbe"]["httpGet"]["host"] == link_local
+    assert c["livenessProbe"]["httpGet"]["port"] == int(nc.health_port)
+    assert "NET_ADMIN" in c["securityContext"]["capabilities"]["add"]
+    assert not spec.get("initContainers"), "kdns node-cache sets the interface up itself"
+    # The written Corefile and the pidfile go to a writable volume (read-only root).
+    writable = {m["mountPath"] for m in c["volumeMounts"]
+                if any(v["name"] == m["name"] and "emptyDir" in v for v in spec["volumes"])}
+    assert str(PurePosixPath(nc.corefile).parent) in writable
+    assert str(PurePosixPath(nc.pidfile).parent) in writable
+    # The cache's upstream is a Service of its own, selecting the cluster DNS pods.
+    up = one(objs, "Service", nc.upstream_svc)
+    assert up["spec"]["selector"] == {"k8s-app": "kube-dns"}
+    assert ds["spec"]["template"]["metadata"]["labels"].get("k8s-app") != "kube-dns"
+    # Every block binds exactly the -localip addresses (transparent mode: the kube-dns IP too).
     _, text = mounted_corefile(objs)
-    assert set(re.findall(r"\b169\.254\.\d+\.\d+\b", text)) == {addr}
-    init = " ".join(" ".join(c.get("command", []) + c.get("args", []))
-                    for c in spec.get("initContainers", ()))
-    assert f"{addr}/32" in init, "an init container must put the address on a node interface"
-    # Only the environment the kubelet provides: {$X} must be a Service variable.
-    provided = service_env(objs, ds["metadata"]["namespace"])
-    for var in re.findall(r"\{\$([A-Za-z0-9_]+)\}", text):
-        assert var in provided, f"{{${var}}} is not set by the kubelet in this namespace"
+    assert "__PILLAR__" not in text
+    binds = [" ".join(a.text for a in d.args) for _, d in directives(corefile_blocks("nodelocal"),
+                                                                     "bind")]
+    assert binds and set(binds) == {" ".join(nc.local_ips)}
+    kube_dns = one(render("base"), "Service", "kube-dns")["spec"]["clusterIP"]
+    assert rest in ([], [kube_dns])
+    # The base Corefile is the ConfigMap the upstream addon mounts, at the path it mounts it.
+    cm_name, _ = mounted_corefile(objs)
+    assert cm_name == "node-local-dns" and nc.base_corefile == "/etc/coredns/Corefile.base"
 
 
 # -- every shipped Corefile loads ---------------------------------------------------------------
@@ -483,9 +527,14 @@ def test_containers_are_locked_down(kit: str) -> None:
         assert "memory" in c["resources"]["limits"], c["name"]
         assert "privileged" not in sc or sc["privileged"] is False
     c = kdns_container(obj)
+    merged = spec["securityContext"] | c["securityContext"]
+    if kit == "nodelocal":
+        # `kdns node-cache` runs ip and iptables: root with NET_ADMIN, nothing else.
+        assert c["securityContext"]["capabilities"]["add"] == ["NET_ADMIN", "NET_BIND_SERVICE"]
+        assert merged["runAsUser"] == 0 and merged["runAsNonRoot"] is False
+        return
     # The image's interpreter carries cap_net_bind_service; exec fails without it in the set.
     assert c["securityContext"]["capabilities"]["add"] == ["NET_BIND_SERVICE"]
-    merged = spec["securityContext"] | c["securityContext"]
     assert merged["runAsNonRoot"] is True
     assert merged["runAsUser"] == _image_uid()
 
@@ -557,7 +606,8 @@ def test_image_runs_the_installed_kdns_serve_on_the_mounted_corefile() -> None:
     for kit in KITS:
         c = kdns_container(workload(render(kit)))
         assert "command" not in c, "keep the image's ENTRYPOINT (kdns); pass args only"
-        assert serve_params(c["args"])["conf"] == image_conf
+        if c["args"][0] == "serve":  # node-cache serves the Corefile it writes from its base
+            assert serve_params(c["args"])["conf"] == image_conf
     # The image's own default is the base kit's Corefile, at the same path.
     copies = [r.split() for r in _instr("COPY") if not r.startswith("--from")]
     assert [str(ROOT / "deploy/base/Corefile"), image_conf] in [
@@ -620,7 +670,7 @@ def exported_series() -> frozenset[str]:
                     names |= {fam.name + s for s in _SERIES_SUFFIXES.get(fam.type, ("",))}
             finally:
                 server.stop()
-            workers = serve_params(kdns_container(workload(render(kit)))["args"])["workers"]
+            workers = serve_params(kdns_container(workload(render(kit)))["args"]).get("workers", 1)
             if workers > 1:
                 # `kdns serve --workers N`: the supervisor adds families of its own (no worker
                 # needs to run for their names: the collector yields them for any state).
