@@ -234,7 +234,8 @@ def directive(line: str) -> tuple[object, SetupContext]:
 
 
 @pytest.mark.parametrize("line", ["loadbalance", "loadbalance round_robin",
-                                  "loadbalance round_robin {\n    }"])
+                                  "loadbalance round_robin {\n    }",
+                                  "loadbalance {\n prefer 10.0.0.0/8 fd00::/8\n prefer 192.0.2.1\n}"])
 def test_setup_valid(line: str) -> None:
     d, ctx = directive(line)
     h = setup(d, ctx)  # type: ignore[arg-type]
@@ -246,10 +247,11 @@ INVALID = [
      "2:17: loadbalance: the weighted policy is not supported by kdns yet"),
     ("loadbalance random", "2:17: loadbalance: unknown policy 'random' (expected round_robin)"),
     ("loadbalance round_robin extra", "2:29: loadbalance: unexpected argument 'extra'"),
-    ("loadbalance {\n        prefer 10.0.0.0/8\n    }",
-     "3:9: loadbalance: prefer is not supported by kdns yet"),
+    ("loadbalance {\n        prefer\n    }", "3:9: loadbalance: prefer needs at least one CIDR"),
+    ("loadbalance {\n        prefer 10.0.0.0/8 10.1.0/33\n    }",
+     "3:27: loadbalance: invalid CIDR '10.1.0/33'"),
     ("loadbalance round_robin {\n        limit_answers 5\n    }",
-     "3:9: loadbalance: limit_answers is not supported by kdns yet"),
+     "3:9: loadbalance: unknown property 'limit_answers'"),
     ("loadbalance {\n        reload 10s\n    }", "3:9: loadbalance: unknown property 'reload'"),
 ]
 

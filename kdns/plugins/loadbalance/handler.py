@@ -19,14 +19,19 @@ Two paths, because kdns precomputes replies:
   every record is equally likely to lead; the cycle is drawn afresh whenever the data generation
   moves and the store is rebuilt.
 
+``prefer CIDR...`` (CoreDNS 1.12.4+) then moves the address records inside the listed subnets to
+the front, in the order the subnets are listed, keeping the shuffled order within each group,
+so clients prefer (say) their own zone's endpoints while load still spreads among them.
+
 It runs only on misses, so it stays a handful of list operations per reply.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dnslib import QTYPE, RCODE, RR, DNSHeader, DNSRecord
 
@@ -39,9 +44,14 @@ _ADDRESS = (QTYPE.A, QTYPE.AAAA)
 _TRANSFERS = (QTYPE.AXFR, QTYPE.IXFR)
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True, slots=True)
 class LoadBalanceConfig:
     policy: str = "round_robin"
+    prefer: tuple[Network, ...] = field(default=())
+    """Subnets whose addresses go first, in this order (``prefer CIDR...``)."""
 
 
 class LoadBalanceHandler:
@@ -77,14 +87,28 @@ class LoadBalanceHandler:
         if not resp.fast:
             self._rng.shuffle(address)
             self._rng.shuffle(mx)
-            return dataclasses.replace(resp, msg=with_answer(msg, head + address + mx))
+            return dataclasses.replace(resp, msg=with_answer(msg, head + self.preferred(address)
+                                                             + mx))
         count = min(max(len(address), len(mx)), MAX_ORDERS)
-        orders = [head + a + m for a, m in zip(self.cycle(address, count),
+        orders = [head + self.preferred(a) + m for a, m in zip(self.cycle(address, count),
                                                self.cycle(mx, count), strict=True)]
         # replace(), not a new Response: the inner plugin's other terms (the cache's replay
         # deadline above all) must survive the reordering.
         return dataclasses.replace(resp, msg=with_answer(msg, orders[0]),
                                    variants=[with_answer(msg, o) for o in orders[1:]])
+
+    def preferred(self, address: list[RR]) -> list[RR]:
+        """``address`` with the records in the ``prefer`` subnets first (stable partition)."""
+        subnets = self.cfg.prefer
+        if not subnets:
+            return address
+        groups: list[list[RR]] = [[] for _ in range(len(subnets) + 1)]
+        for rr in address:
+            ip = ipaddress.ip_address(str(rr.rdata))
+            rank = next((i for i, net in enumerate(subnets)
+                         if ip.version == net.version and ip in net), len(subnets))
+            groups[rank].append(rr)
+        return [rr for group in groups for rr in group]
 
     def cycle(self, items: list[RR], count: int) -> list[list[RR]]:
         """``count`` orders of ``items`` in which the first records are spread evenly.

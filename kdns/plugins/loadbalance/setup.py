@@ -1,19 +1,20 @@
-"""loadbalance setup: ``loadbalance [round_robin]``.
+"""loadbalance setup: ``loadbalance [round_robin] { prefer CIDR... }``.
 
-CoreDNS's other policies and options are recognised and refused with a located error, so a
-Corefile written for CoreDNS says what kdns lacks instead of silently balancing differently.
+CoreDNS's ``weighted`` policy is recognised and refused with a located error, so a Corefile
+written for CoreDNS says what kdns lacks instead of silently balancing differently.
 """
 
 from __future__ import annotations
 
+import ipaddress
+
 from kdns.config.model import Directive, error
-from kdns.plugins.loadbalance.handler import LoadBalanceConfig, LoadBalanceHandler
+from kdns.plugins.loadbalance.handler import LoadBalanceConfig, LoadBalanceHandler, Network
 from kdns.plugins.setup_context import SetupContext
 
 NAME = "loadbalance"
 POLICIES = ("round_robin",)
 UNSUPPORTED_POLICIES = ("weighted",)
-UNSUPPORTED_OPTIONS = ("prefer", "limit_answers")
 
 
 def parse_config(d: Directive) -> LoadBalanceConfig:
@@ -27,11 +28,18 @@ def parse_config(d: Directive) -> LoadBalanceConfig:
         if len(d.args) > 1:
             raise error(d.args[1], NAME, f"unexpected argument '{d.args[1].text}'")
         policy = tok.text
+    prefer: list[Network] = []
     for opt in d.block or ():
-        if opt.name.text in UNSUPPORTED_OPTIONS:
-            raise error(opt, NAME, f"{opt.name.text} is not supported by kdns yet")
-        raise error(opt, NAME, f"unknown property '{opt.name.text}'")
-    return LoadBalanceConfig(policy)
+        if opt.name.text != "prefer" or opt.block is not None:
+            raise error(opt, NAME, f"unknown property '{opt.name.text}'")
+        if not opt.args:
+            raise error(opt, NAME, "prefer needs at least one CIDR")
+        for tok in opt.args:
+            try:
+                prefer.append(ipaddress.ip_network(tok.text, strict=False))
+            except ValueError as err:
+                raise error(tok, NAME, f"invalid CIDR {tok.text!r}: {err}") from None
+    return LoadBalanceConfig(policy, tuple(prefer))
 
 
 def setup(d: Directive, ctx: SetupContext) -> LoadBalanceHandler:
