@@ -13,8 +13,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.edns
 import dns.rcode
 import pytest
+from dnslib import QTYPE, DNSRecord
 
 from tests.conftest import DEMO, Running, start_server
 from tests.integration.test_cache_integration import Upstream
@@ -153,3 +155,75 @@ def test_loadbalance_prefer_puts_preferred_subnets_first(tmp_path: Path) -> None
             assert set(got[1:3]) == {"10.244.7.2", "10.244.7.3"}
             orders.add(tuple(got))
         assert len(orders) > 1  # still balanced within each group
+
+
+# -- rewrite rcode and edns0 -----------------------------------------------------------------------
+
+
+class OptionRecorder(Upstream):
+    """The counting upstream, also keeping the EDNS0 options of every query it receives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[list[tuple[int, bytes]]] = []
+        self.payloads: list[int] = []
+
+    def _run(self) -> None:
+        inner = self.sock
+
+        class Tap:
+            """Wraps the socket so every received query is decoded once more for its OPT."""
+
+            def __init__(self, up: OptionRecorder) -> None:
+                self.up = up
+
+            def recvfrom(self, n: int) -> tuple[bytes, tuple[str, int]]:
+                data, addr = inner.recvfrom(n)
+                query = DNSRecord.parse(data)
+                opts = [rr for rr in query.ar if rr.rtype == QTYPE.OPT]
+                with self.up.lock:
+                    self.up.seen.append([(o.code, bytes(o.data)) for rr in opts for o in rr.rdata])
+                    self.up.payloads.append(opts[0].rclass if opts else 0)
+                return data, addr
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(inner, name)
+
+        self.sock = Tap(self)  # type: ignore[assignment]
+        try:
+            super()._run()
+        finally:
+            self.sock = inner
+
+
+def test_rewrite_rcode_changes_the_reply_code(upstream: Upstream, tmp_path: Path) -> None:
+    corefile = (f".:53 {{\n    rewrite rcode suffix .example. NXDOMAIN REFUSED\n"
+                f"    rewrite rcode exact nx.example.org. 3 0\n"
+                f"    forward . 127.0.0.1:{upstream.port}\n}}\n")
+    for k in serve(corefile, tmp_path):
+        assert k.udp("nx.example.").rcode() == dns.rcode.REFUSED
+        assert k.udp("nx.example.org.").rcode() == dns.rcode.NOERROR
+        assert k.udp("nx.other.").rcode() == dns.rcode.NXDOMAIN  # no rule matches
+        ok = k.udp("www.example.")  # matches, but NOERROR is not the rule's OLD
+        assert ok.rcode() == dns.rcode.NOERROR and ok.answer[0][0].address == "192.0.2.7"
+
+
+def test_rewrite_edns0_options_reach_the_upstream(tmp_path: Path) -> None:
+    with OptionRecorder() as up:
+        corefile = (f".:53 {{\n"
+                    f"    rewrite continue edns0 local set 0xffee 0xabcd\n"
+                    f"    rewrite continue edns0 local append 0xffed {{qtype}}\n"
+                    f"    rewrite continue edns0 nsid append\n"
+                    f"    rewrite edns0 subnet set 24 56\n"
+                    f"    forward . 127.0.0.1:{up.port}\n}}\n")
+        for k in serve(corefile, tmp_path):
+            k.udp("www.example.", "AAAA")  # no EDNS from the client: kdns adds the OPT
+            k.udp("www.example.", "A", use_edns=0, payload=1232,
+                  options=[dns.edns.GenericOption(0xFFEE, b"old"),
+                           dns.edns.GenericOption(0xFFED, b"keep")])
+        first, second = up.seen
+        ecs = (8, bytes([0, 1, 24, 0, 127, 0, 0]))  # family 1, /24, scope 0, 127.0.0
+        assert first == [(0xFFEE, b"\xab\xcd"), (0xFFED, b"\x00\x1c"), (3, b""), ecs]
+        # set replaces 0xffee in place; append leaves the client's 0xffed alone
+        assert second == [(0xFFEE, b"\xab\xcd"), (0xFFED, b"keep"), (3, b""), ecs]
+        assert up.payloads == [4096, 1232]

@@ -10,6 +10,11 @@ the two rewrites of a query's life:
   reply (CoreDNS's ResponseReverter), the question becomes the client's own again (as sent, so
   0x20 clients see their spelling), and records named after the question get that spelling too.
 
+``rcode`` rules change the reply's RCODE on the way back; ``edns0`` rules add or change an EDNS0
+option (local, NSID, client subnet) of the query the rest of the chain (``forward`` above all)
+sends on. An ``edns0 subnet`` or ``{client_ip}`` rule makes the query depend on the client, and
+the upstream's reply with it; those replies are never stored in the fast path by ``forward``.
+
 The result depends only on the question, so a fast reply stays fast with the inner generation.
 """
 
@@ -17,7 +22,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import ipaddress
 import re
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -37,6 +44,7 @@ from dnslib import (
     DNSLabel,
     DNSQuestion,
     DNSRecord,
+    EDNSOption,
 )
 
 from kdns.plugins.base import Next, Request, Response
@@ -61,6 +69,11 @@ class State:
     name: str
     qtype: int
     qclass: int
+    req: Request | None = None
+    """The client's request, for rules that read where it came from (``edns0``)."""
+    options: list[EDNSOption] | None = None
+    """The query's EDNS0 options as the ``edns0`` rules leave them; None until one of them
+    runs (then the query the chain sees carries an OPT record with exactly these)."""
 
 
 def expand(template: str, m: re.Match[str]) -> str:
@@ -202,6 +215,17 @@ class TTLAnswer:
         return _with(rr, ttl=min(max(rr.ttl, self.low), self.high))
 
 
+@dataclass(frozen=True, slots=True)
+class RcodeAnswer:
+    """``rcode``: a reply with RCODE ``old`` gets RCODE ``new`` (records are left alone)."""
+
+    old: int
+    new: int
+
+    def apply(self, rr: RR) -> RR:
+        return rr
+
+
 # -- request rules ---------------------------------------------------------------------------
 
 
@@ -306,6 +330,100 @@ class TTLRule:
 
 
 @dataclass(frozen=True, slots=True)
+class RcodeRule:
+    """``rcode [exact|prefix|suffix|substring|regex] NAME OLD NEW``: for a matching question
+    name, a reply with RCODE OLD goes back with RCODE NEW."""
+
+    mode: str
+    kind: str
+    source: str
+    regex: re.Pattern[str] | None
+    answer: RcodeAnswer
+
+    def rewrite(self, state: State) -> tuple[ResponseRule, ...] | None:
+        if not name_matches(self.kind, self.source, self.regex, state.name):
+            return None
+        return (self.answer,)
+
+
+EDNS0_NSID = 3
+EDNS0_SUBNET = 8
+SET, REPLACE, APPEND = "set", "replace", "append"
+VARIABLES = ("{qname}", "{qtype}", "{client_ip}", "{client_port}", "{protocol}")
+
+
+def _variable(name: str, req: Request) -> bytes:
+    """The wire form CoreDNS gives each ``edns0 local`` variable."""
+    if name == "{qname}":
+        return req.qname.encode()
+    if name == "{qtype}":
+        return struct.pack("!H", req.qtype)
+    if name == "{client_ip}":
+        return ipaddress.ip_address(req.client[0].split("%", 1)[0]).packed
+    if name == "{client_port}":
+        return struct.pack("!H", req.client[1])
+    return req.proto.encode()  # {protocol}
+
+
+def _subnet(req: Request, v4: int, v6: int) -> bytes:
+    """RFC 7871 §6 ECS option data for the client's address cut to the configured prefix."""
+    ip = ipaddress.ip_address(req.client[0].split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    bits, family = (v4, 1) if ip.version == 4 else (v6, 2)
+    net = ipaddress.ip_network(f"{ip}/{bits}", strict=False)
+    # the address is sent in as few octets as the prefix needs (§6: SOURCE PREFIX-LENGTH)
+    return struct.pack("!HBB", family, bits, 0) + net.network_address.packed[: (bits + 7) // 8]
+
+
+@dataclass(frozen=True, slots=True)
+class Edns0Rule:
+    """``edns0 local|nsid|subnet set|replace|append ...``: change the query's EDNS0 options.
+
+    As CoreDNS: an option of the rule's code already there is changed by ``set`` and ``replace``
+    (``append`` leaves it alone and the rule does not fire); a missing one is added by ``set``
+    and ``append``. A query without EDNS gets an OPT record (4096 bytes, DO clear).
+    """
+
+    mode: str
+    kind: str
+    """``local``, ``nsid`` or ``subnet``."""
+    action: str
+    code: int
+    data: bytes = b""
+    variable: str = ""
+    v4_bits: int = 0
+    v6_bits: int = 0
+
+    def rewrite(self, state: State) -> tuple[ResponseRule, ...] | None:
+        req = state.req
+        if req is None:
+            return None
+        if state.options is None:
+            opt = next((rr for rr in req.msg.ar if rr.rtype == QTYPE.OPT), None)
+            state.options = list(opt.rdata) if opt is not None else []
+        if self.kind == "nsid":
+            data = b""  # a query's NSID option is always empty (RFC 5001 §2.1)
+        elif self.kind == "subnet":
+            data = _subnet(req, self.v4_bits, self.v6_bits)
+        elif self.variable:
+            data = _variable(self.variable, req)
+        else:
+            data = self.data
+        options = state.options
+        for i, o in enumerate(options):
+            if o.code == self.code:
+                if self.action == APPEND:
+                    return None
+                options[i] = EDNSOption(self.code, data)
+                return ()
+        if self.action == REPLACE:
+            return None
+        options.append(EDNSOption(self.code, data))
+        return ()
+
+
+@dataclass(frozen=True, slots=True)
 class RewriteConfig:
     rules: tuple[Rule, ...] = ()
 
@@ -325,7 +443,7 @@ class RewriteHandler:
         self.cfg = RewriteConfig(self.cfg.rules + rules)
 
     def serve(self, req: Request, nxt: Next) -> Response:
-        state = State(req.qname_lower, req.qtype, req.qclass)
+        state = State(req.qname_lower, req.qtype, req.qclass, req)
         answers: list[ResponseRule] = []
         fired = False
         for rule in self.cfg.rules:
@@ -354,9 +472,17 @@ class RewriteHandler:
             label = req.msg.questions[0].qname
             qname = req.qname
         h = req.msg.header
+        additional = list(req.msg.ar)
+        if state.options is not None:
+            old = next((rr for rr in additional if rr.rtype == QTYPE.OPT), None)
+            additional = [rr for rr in additional if rr.rtype != QTYPE.OPT]
+            # CoreDNS adds OPT with a 4096-byte size and DO clear when the query had none
+            additional.append(RR(DNSLabel("."), QTYPE.OPT,
+                                 old.rclass if old is not None else 4096,
+                                 old.ttl if old is not None else 0, list(state.options)))
         msg = DNSRecord(DNSHeader(id=h.id, bitmap=h.bitmap),
                         questions=[DNSQuestion(label, state.qtype, state.qclass)],
-                        rr=list(req.msg.rr), auth=list(req.msg.auth), ar=list(req.msg.ar))
+                        rr=list(req.msg.rr), auth=list(req.msg.auth), ar=additional)
         # meta stays the same dict: plugins before rewrite (log) keep reading what later ones set.
         return dataclasses.replace(req, msg=msg, qname=qname, qname_lower=qname.lower(),
                                    qtype=state.qtype, qclass=state.qclass)
@@ -374,7 +500,11 @@ class _Reverter:
 
     def revert(self, msg: DNSRecord) -> DNSRecord:
         h = msg.header
-        return DNSRecord(DNSHeader(id=h.id, bitmap=h.bitmap),
+        header = DNSHeader(id=h.id, bitmap=h.bitmap)
+        for rule in self.rules:  # already in reverse order, as CoreDNS's reverter runs them
+            if isinstance(rule, RcodeAnswer) and header.rcode == rule.old:
+                header.rcode = rule.new
+        return DNSRecord(header,
                          questions=[self.question, *msg.questions[1:]],
                          rr=[self._fix(rr) for rr in msg.rr],
                          auth=[self._fix(rr) for rr in msg.auth],
