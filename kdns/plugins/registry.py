@@ -29,6 +29,7 @@ ORDER: tuple[str, ...] = (
     "acl",
     "cache",
     "hosts",
+    "k8s_external",
     "kubernetes",
     "file",
     "loop",
@@ -55,6 +56,7 @@ IMPLEMENTED: dict[str, str] = {
     "limits": "kdns.plugins.limits.setup",
     "prometheus": "kdns.plugins.prometheus.setup",
     "reload": "kdns.plugins.reload.setup",
+    "k8s_external": "kdns.plugins.k8s_external.setup",
 }
 """Directive -> module with ``setup(directive, ctx)``."""
 
