@@ -72,7 +72,7 @@ KNOWN_COREDNS = frozenset(
     }
 )
 
-REPEATABLE = frozenset({"rewrite", "acl"})
+REPEATABLE = frozenset({"rewrite", "acl", "forward"})
 """Directives that may appear several times in a block; their setup returns the handler the
 first time and ``None`` after (adding rules to it)."""
 
