@@ -15,8 +15,9 @@ from pathlib import Path
 
 import dns.edns
 import dns.rcode
+import dns.rdatatype
 import pytest
-from dnslib import QTYPE, DNSRecord
+from dnslib import QTYPE, RR, DNSRecord
 
 from tests.conftest import DEMO, Running, start_server
 from tests.integration.test_cache_integration import Upstream
@@ -227,3 +228,46 @@ def test_rewrite_edns0_options_reach_the_upstream(tmp_path: Path) -> None:
         # set replaces 0xffee in place; append leaves the client's 0xffed alone
         assert second == [(0xFFEE, b"\xab\xcd"), (0xFFED, b"keep"), (3, b""), ecs]
         assert up.payloads == [4096, 1232]
+
+
+class CnameUpstream(Upstream):
+    """``www.example.`` is a CNAME to ``edge.cdn-a.example.`` (192.0.2.7); ``edge.cdn-b.example.``
+    has 192.0.2.8. Counts queries per name like its parent."""
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            query = DNSRecord.parse(data)
+            name = str(query.q.qname).lower()
+            with self.lock:
+                self.queries[name] = self.queries.get(name, 0) + 1
+            reply = query.reply()
+            if name == "www.example.":
+                reply.add_answer(*RR.fromZone("www.example. 300 IN CNAME edge.cdn-a.example.\n"
+                                              "edge.cdn-a.example. 300 IN A 192.0.2.7"))
+            elif name == "edge.cdn-b.example." and query.q.qtype == QTYPE.A:
+                reply.add_answer(*RR.fromZone("edge.cdn-b.example. 300 IN A 192.0.2.8"))
+            self.sock.sendto(reply.pack(), addr)
+
+
+@pytest.mark.parametrize("rule", ["cname exact edge.cdn-a.example edge.cdn-b.example",
+                                  "cname suffix .cdn-a.example. .cdn-b.example.",
+                                  "cname regex ^edge\\.cdn-(a)\\.example\\.$ edge.cdn-b.example."])
+def test_rewrite_cname_retargets_and_resolves_the_new_target(rule: str, tmp_path: Path) -> None:
+    with CnameUpstream() as up:
+        corefile = f".:53 {{\n    rewrite {rule}\n    forward . 127.0.0.1:{up.port}\n}}\n"
+        for k in serve(corefile, tmp_path):
+            r = k.udp("www.example.")
+            got = [(rr.name.to_text(), dns.rdatatype.to_text(rr.rdtype), rd.to_text())
+                   for rr in r.answer for rd in rr]
+            assert got == [("www.example.", "CNAME", "edge.cdn-b.example."),
+                           ("edge.cdn-b.example.", "A", "192.0.2.8")]
+            assert up.count("edge.cdn-b.example.") == 1
+            # a reply without a matching CNAME is left alone
+            other = k.udp("edge.cdn-b.example.")
+            assert [rd.address for rr in other.answer for rd in rr] == ["192.0.2.8"]

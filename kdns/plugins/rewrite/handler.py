@@ -10,10 +10,13 @@ the two rewrites of a query's life:
   reply (CoreDNS's ResponseReverter), the question becomes the client's own again (as sent, so
   0x20 clients see their spelling), and records named after the question get that spelling too.
 
-``rcode`` rules change the reply's RCODE on the way back; ``edns0`` rules add or change an EDNS0
-option (local, NSID, client subnet) of the query the rest of the chain (``forward`` above all)
-sends on. An ``edns0 subnet`` or ``{client_ip}`` rule makes the query depend on the client, and
-the upstream's reply with it; those replies are never stored in the fast path by ``forward``.
+``cname`` rules retarget CNAME records of the reply and resolve the new target through the rest
+of the chain (CoreDNS resolves it through the whole server; kdns from after *rewrite*, which is
+where every answering plugin sits); ``rcode`` rules change the reply's RCODE on the way back;
+``edns0`` rules add or change an EDNS0 option (local, NSID, client subnet) of the query the rest
+of the chain (``forward`` above all) sends on. An ``edns0 subnet`` or ``{client_ip}`` rule makes
+the query depend on the client, and the upstream's reply with it; those replies are never stored
+in the fast path by ``forward``.
 
 The result depends only on the question, so a fast reply stays fast with the inner generation.
 """
@@ -424,6 +427,36 @@ class Edns0Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class CnameRule:
+    """``cname MATCH FROM TO``: a CNAME in the reply whose target matches FROM is pointed at
+    the target TO makes of it, and the records after it are replaced by TO's own (looked up
+    with the question's type). As in CoreDNS the rule fires for every query."""
+
+    mode: str
+    kind: str
+    source: str
+    target: str
+    regex: re.Pattern[str] | None = None
+
+    def rewrite(self, state: State) -> tuple[ResponseRule, ...] | None:
+        return ()
+
+    def retarget(self, name: str) -> str | None:
+        """The new target for CNAME target ``name`` (lower case), or None if FROM misses."""
+        kind, source = self.kind, self.source
+        if kind == "exact":
+            return self.target if name == source else None
+        if kind == "prefix":
+            return self.target + name[len(source):] if name.startswith(source) else None
+        if kind == "suffix":
+            return name[: len(name) - len(source)] + self.target if name.endswith(source) else None
+        if kind == "substring":
+            return name.replace(source, self.target) if source in name else None
+        m = self.regex.search(name) if self.regex is not None else None
+        return expand(self.target, m) if m is not None else None
+
+
+@dataclass(frozen=True, slots=True)
 class RewriteConfig:
     rules: tuple[Rule, ...] = ()
 
@@ -445,6 +478,7 @@ class RewriteHandler:
     def serve(self, req: Request, nxt: Next) -> Response:
         state = State(req.qname_lower, req.qtype, req.qclass, req)
         answers: list[ResponseRule] = []
+        cnames: list[CnameRule] = []
         fired = False
         for rule in self.cfg.rules:
             got = rule.rewrite(state)
@@ -452,16 +486,49 @@ class RewriteHandler:
                 continue
             fired = True
             answers.extend(got)
+            if isinstance(rule, CnameRule):
+                cnames.append(rule)
             if rule.mode == STOP:
                 break
         if not fired:
             return nxt(req)
         renamed = state.name != req.qname_lower
-        resp = nxt(self._request(req, state, renamed))
+        inner = self._request(req, state, renamed)
+        resp = nxt(inner)
+        if cnames:
+            resp = self._retarget(inner, resp, cnames, nxt)
         back = _Reverter(req, tuple(reversed(answers)), renamed)
         variants = [back.revert(v) for v in resp.variants] if resp.variants else None
         # replace(): the inner plugin's other terms (the cache's replay deadline) stay
         return dataclasses.replace(resp, msg=back.revert(resp.msg), variants=variants)
+
+    @staticmethod
+    def _retarget(req: Request, resp: Response, rules: list[CnameRule], nxt: Next) -> Response:
+        """Apply ``cname`` rules to the reply (CoreDNS's cnameTargetRule.RewriteResponse)."""
+        msg = resp.msg
+        for rr in msg.rr:
+            if rr.rtype != QTYPE.CNAME:
+                continue
+            old = str(rr.rdata.label).lower()
+            new = next((n for n in (r.retarget(old) for r in rules) if n is not None), None)
+            if new is None or new == old:
+                continue
+            label = check_name(new)
+            sub = Request(
+                msg=DNSRecord(DNSHeader(id=req.msg.header.id, rd=1),
+                              q=DNSQuestion(label, req.qtype, req.qclass)),
+                qname=str(label), qname_lower=str(label).lower(), qtype=req.qtype,
+                qclass=req.qclass, client=req.client, proto=req.proto, server=req.server,
+                zone=req.zone, max_size=65535, do=req.do)
+            got = nxt(sub).msg
+            chain = [_with(c, rdata=CNAME(label)) for c in msg.rr if c.rtype == QTYPE.CNAME]
+            tail = [a for a in got.rr if str(a.rname).lower() == str(label).lower()]
+            h = msg.header
+            out = DNSRecord(DNSHeader(id=h.id, bitmap=h.bitmap), questions=list(msg.questions),
+                            rr=chain + tail, auth=list(msg.auth), ar=list(msg.ar))
+            # the reply now holds data from another lookup: never replay it from the fast path
+            return dataclasses.replace(resp, msg=out, fast=False, variants=None)
+        return resp
 
     @staticmethod
     def _request(req: Request, state: State, renamed: bool) -> Request:

@@ -28,6 +28,7 @@ from kdns.plugins.rewrite.handler import (
     STOP,
     VARIABLES,
     ClassRule,
+    CnameRule,
     Edns0Rule,
     NameAnswer,
     NameRule,
@@ -53,7 +54,6 @@ NAME = "rewrite"
 CLASSES = {"IN": 1, "CS": 2, "CH": 3, "HS": 4, "NONE": 254, "ANY": 255}
 """Class mnemonics as miekg/dns spells them (``rewrite class CH IN``)."""
 
-UNSUPPORTED_FIELDS = ("cname",)
 EDNS0_ACTIONS = ("set", "replace", "append")
 
 
@@ -110,12 +110,12 @@ def parse_rule(d: Directive) -> Rule:
         return _rcode_rule(mode, field, rest)
     if kind == "edns0":
         return _edns0_rule(mode, field, rest)
+    if kind == "cname":
+        return _cname_rule(mode, field, rest)
     if kind == "answer":
         raise _err(field, "response rewrites must begin with a name rule")
-    if kind in UNSUPPORTED_FIELDS:
-        raise _err(field, f"the {kind} field is not supported by kdns yet")
-    raise _err(field, f"unknown field '{field.text}' (expected name, type, class, ttl, rcode "
-                      "or edns0)")
+    raise _err(field, f"unknown field '{field.text}' (expected name, type, class, ttl, rcode, "
+                      "edns0 or cname)")
 
 
 def _pair(field: Token, rest: list[Token]) -> tuple[Token, Token]:
@@ -295,6 +295,25 @@ def _rcode_rule(mode: str, field: Token, rest: list[Token]) -> RcodeRule:
     if kind == "regex":
         return RcodeRule(mode, kind, source.text, _regex(source), answer)
     return RcodeRule(mode, kind, fqdn(source.text), None, answer)
+
+
+def _cname_rule(mode: str, field: Token, rest: list[Token]) -> CnameRule:
+    """``cname MATCH FROM TO`` (the MATCH is required, as in CoreDNS)."""
+    if len(rest) != 3:
+        at = rest[3] if len(rest) > 3 else field
+        raise _err(at, f"cname rules need MATCH FROM TO, got {len(rest)} arguments")
+    kind = rest[0].text.lower()
+    if kind not in KINDS:
+        raise _err(rest[0], f"unknown cname rewrite type: {rest[0].text!r} (expected exact, "
+                            "prefix, suffix, substring or regex)")
+    source, target = rest[1].text.lower(), rest[2].text.lower()
+    if kind == "regex":
+        regex = _regex(rest[1])
+        return CnameRule(mode, kind, source, _template(rest[2], regex), regex)
+    if kind == "exact":
+        # a CNAME target is always fully qualified; CoreDNS compares as written
+        source, target = fqdn(source), fqdn(target)
+    return CnameRule(mode, kind, source, target)
 
 
 def _uint(tok: Token, limit: int, what: str) -> int:
