@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -271,3 +272,38 @@ def test_rewrite_cname_retargets_and_resolves_the_new_target(rule: str, tmp_path
             # a reply without a matching CNAME is left alone
             other = k.udp("edge.cdn-b.example.")
             assert [rd.address for rr in other.answer for rd in rr] == ["192.0.2.8"]
+
+
+# -- loadbalance weighted: weights from a file, reloaded live ---------------------------------------
+
+
+def test_loadbalance_weighted_leads_by_weight_and_reloads(tmp_path: Path) -> None:
+    manifests = tmp_path / "manifests"
+    shutil.copytree(DEMO, manifests, ignore=shutil.ignore_patterns("Corefile", "*.md"))
+    (manifests / "pool.yaml").write_text(POOL_YAML)
+    weights = tmp_path / "weights"
+    name = "pool.default.svc.cluster.local."
+    weights.write_text(f"{name}\n10.244.7.3 255\n")
+    corefile = f"""\
+        .:53 {{
+            loadbalance weighted {weights} {{
+                reload 100ms
+            }}
+            kubernetes cluster.local {{
+                manifests {manifests}
+            }}
+        }}
+        """
+
+    def leaders(k: Running) -> list[str]:
+        # the fast path hands out a cycle of 8 stored orders: one walk of it
+        return [k.udp(name).answer[0][0].address for _ in range(8)]
+
+    for k in serve(corefile, tmp_path):
+        first = leaders(k)
+        assert first.count("10.244.7.3") >= 7  # 255 of 259
+        weights.write_text(f"{name}\n10.244.7.5 255\n10.244.7.3 1\n")
+        deadline = time.monotonic() + 5
+        while leaders(k).count("10.244.7.5") < 7:
+            assert time.monotonic() < deadline, "the new weights never took effect"
+            time.sleep(0.05)
