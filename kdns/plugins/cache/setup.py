@@ -160,10 +160,8 @@ def parse_config(d: Directive, ctx: SetupContext) -> CacheConfig:
                             f"prefetch AMOUNT must be a non-negative integer, got {oargs[0].text!r}")
             o["prefetch"] = amount
             if len(oargs) > 1:
-                window = _duration(oargs[1])
-                if window <= 0:
-                    raise error(oargs[1], NAME, "prefetch DURATION must be positive")
-                o["prefetch_window"] = window
+                # CoreDNS takes any duration, 0 too (then only back-to-back hits count)
+                o["prefetch_window"] = _duration(oargs[1])
             if len(oargs) > 2:
                 pct = oargs[2]
                 if not pct.text.endswith("%"):
