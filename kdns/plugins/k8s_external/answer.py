@@ -21,7 +21,7 @@ Owners are the qname as sent; generated names use the query's spelling of the zo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple, Protocol
 
 from dnslib import AAAA, CNAME, NS, QTYPE, RCODE, RR, SOA, SRV, A
@@ -114,9 +114,10 @@ class _Q:
 
 
 def answer(qname: str, qtype: int, view: ViewLike, cfg: ExternalConfig, zone: str,
-           ns_ips: tuple[str, ...]) -> Reply:
+           ns_ips: Callable[[], tuple[str, ...]]) -> Reply:
     """The reply to ``qname``/``qtype`` (as sent, trailing dot) in ``zone``, one of the plugin's
-    zones. ``view`` is the kubernetes plugin's current view; ``ns_ips`` the nameserver's."""
+    zones. ``view`` is the kubernetes plugin's current view; ``ns_ips`` gives the nameserver's
+    addresses (asked only for the names that need them)."""
     q = _Q(qname, qtype, cfg, zone, view.serial)
     rel = qname[: len(qname) - len(zone)].rstrip(".") if zone != "." else qname.rstrip(".")
     labels = rel.lower().split(".") if rel else []
@@ -127,7 +128,7 @@ def answer(qname: str, qtype: int, view: ViewLike, cfg: ExternalConfig, zone: st
             return q.negative(RCODE.NOERROR)
         if labels == ["ns1", cfg.apex]:
             fam = "." if qtype == _A else ":" if qtype == _AAAA else None
-            return q.positive([q.addr(qname, ip) for ip in ns_ips if fam and fam in ip])
+            return q.positive([q.addr(qname, ip) for ip in ns_ips() if fam and fam in ip])
         return q.negative(RCODE.NXDOMAIN)
     ns = labels[-1]
     if not view.namespace_exists(ns):
@@ -208,12 +209,12 @@ def _srv(q: _Q, backends: list[tuple[str, Port | None, str]]) -> Reply:
     return q.positive(records, extra)
 
 
-def _apex(q: _Q, ns_ips: tuple[str, ...]) -> Reply:
+def _apex(q: _Q, ns_ips: Callable[[], tuple[str, ...]]) -> Reply:
     if q.qtype == _SOA:
         soa = q.soa()
         return q.positive([RR(q.qname, _SOA, ttl=soa.ttl, rdata=soa.rdata)])
     if q.qtype == _NS:
         ns_name = q.below(f"ns1.{q.cfg.apex}")
-        glue = [q.addr(ns_name, ip) for ip in ns_ips]
+        glue = [q.addr(ns_name, ip) for ip in ns_ips()]
         return q.positive([RR(q.qname, _NS, ttl=q.cfg.ttl, rdata=NS(ns_name))], glue)
     return q.negative(RCODE.NOERROR)

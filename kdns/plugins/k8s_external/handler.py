@@ -57,7 +57,7 @@ class ExternalHandler:
             return nxt(req)
         self._k8s = k8s
         view = k8s.view
-        ans = answer(req.qname, req.qtype, view, self.cfg, zone, self.ns_ips(view))
+        ans = answer(req.qname, req.qtype, view, self.cfg, zone, lambda: self.ns_ips(view))
         rcode = ans.rcode
         if ans.name_error:
             if self.cfg.fallthrough_covers(req.qname_lower):
