@@ -97,6 +97,9 @@ def env(tmp_path: Path, upstream: Upstream) -> Iterator[Env]:
         api.add("services", lb_service("elb", type="LoadBalancer", cluster_ip="10.96.0.21",
                                        ingress=[{"hostname": "elb-1.lb.example.net"}]))
         api.add("services", lb_service("internal", cluster_ip="10.96.0.22"))
+        # CoreDNS's README example: a headless Service with an external IP and no ports
+        api.add("services", lb_service("test", headless=True, ports=[],
+                                       external_ips=["192.168.200.123"]))
         api.add("services", lb_service("pool", headless=True))
         api.add("endpointslices", fakeapi.endpoint_slice(
             "default", "pool-1", "pool", ports=[("http", 8080, "TCP")],
@@ -128,6 +131,14 @@ def test_external_and_load_balancer_ips(env: Env) -> None:
         ("WEB.Default.Example.ORG.", 30, "AAAA", "2001:db8::10")]
     r = env.ask("web.default." + ZONE)
     assert r.flags & dns.flags.AA
+
+
+def test_coredns_readme_example(env: Env) -> None:
+    assert env.records("test.default." + ZONE) == [
+        ("test.default.example.org.", 30, "A", "192.168.200.123")]
+    # no ports, so no SRV records (CoreDNS's port -1 sentinel)
+    srv = env.ask("test.default." + ZONE, "SRV")
+    assert srv.rcode() == dns.rcode.NOERROR and srv.answer == []
 
 
 def test_srv_names_the_service_with_glue(env: Env) -> None:
