@@ -13,6 +13,7 @@ import ssl
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -289,3 +290,39 @@ def test_several_forwards_per_block_by_from_and_next(tmp_path: Path) -> None:
             assert other.names.count("nx.example.") == 1 and last.names == ["nx.example."]
             assert corp.names == ["a.corp.example."]
             assert [h.name for h in k.server.handlers()].count("forward") == 1
+
+
+def test_tls_pool_max_idle_conns_and_expire(pki: Path, tmp_path: Path) -> None:
+    with DotServer(pki, require_client_cert=False) as dot:
+        corefile = f"""\
+            .:53 {{
+                forward . tls://127.0.0.1:{dot.port} {{
+                    tls {pki}/ca.pem
+                    tls_servername dns.test
+                    max_idle_conns 1
+                    expire 300ms
+                }}
+            }}
+            """
+        for k in serve(corefile, tmp_path):
+            up = forward_handler(k).upstreams[0]  # type: ignore[attr-defined]
+            results: list[list[str]] = []
+
+            def ask(i: int, k: Running = k, results: list[list[str]] = results) -> None:
+                results.append(a_of(k.tcp(f"c{i}.example.")))
+
+            threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+            assert results == [[ANSWER]] * 6
+            assert up.pooled() <= 1  # at most max_idle_conns kept after the burst
+            opened = dot.handshakes
+            deadline = time.monotonic() + 5
+            while up.pooled():  # the sweeper closes it once idle for `expire`
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert a_of(k.udp("after.example.")) == [ANSWER]
+            assert dot.handshakes == opened + 1
+            assert up.tls_resumed >= 1  # the new connection resumed the earlier session
