@@ -47,6 +47,12 @@ class Service:
     """The ExternalName target without a trailing dot, or ""."""
     ports: tuple[Port, ...]
     publish_not_ready: bool
+    external_ips: tuple[str, ...] = ()
+    """``spec.externalIPs`` then ``status.loadBalancer.ingress[].ip``, canonical, no repeats
+    (what CoreDNS's k8s_external answers)."""
+    lb_hostnames: tuple[str, ...] = ()
+    """``status.loadBalancer.ingress[].hostname`` (lower case, no trailing dot): cloud load
+    balancers known by name (AWS ELB), answered as a CNAME by k8s_external."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -204,7 +210,20 @@ def parse_service(obj: Any) -> Service:
     pnr = spec.get("publishNotReadyAddresses", False)
     if not isinstance(pnr, bool):
         raise ObjectError("spec.publishNotReadyAddresses must be a boolean")
-    return Service(ns, name, _intern(stype), ips, headless, external, ports, pnr)
+    external_ips = [_ip(ip, "spec.externalIPs[]")
+                    for ip in _list(spec.get("externalIPs"), "spec.externalIPs")]
+    hostnames: list[str] = []
+    lb = _mapping(_mapping(obj.get("status"), "status").get("loadBalancer"),
+                  "status.loadBalancer")
+    for i, raw in enumerate(_list(lb.get("ingress"), "status.loadBalancer.ingress")):
+        what = f"status.loadBalancer.ingress[{i}]"
+        raw = _mapping(raw, what)
+        if raw.get("ip"):
+            external_ips.append(_ip(raw.get("ip"), f"{what}.ip"))
+        elif raw.get("hostname"):
+            hostnames.append(_str(raw.get("hostname"), f"{what}.hostname").rstrip(".").lower())
+    return Service(ns, name, _intern(stype), ips, headless, external, ports, pnr,
+                   tuple(dict.fromkeys(external_ips)), tuple(dict.fromkeys(hostnames)))
 
 
 def _trigger_time(meta: Mapping[str, Any]) -> float | None:

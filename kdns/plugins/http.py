@@ -6,6 +6,7 @@ on the same address share a listener and no plugin opens sockets itself.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ class Route:
     """``host:port`` as written in the Corefile (``:8080`` means all interfaces)."""
     path: str
     func: RouteFunc
+    tls: ssl.SSLContext | None = None
+    """Serve this address over HTTPS with this server context (``prometheus { tls ... }``)."""
 
 
 def split_addr(addr: str, default_port: int) -> tuple[str, int]:

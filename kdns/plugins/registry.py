@@ -41,6 +41,7 @@ ORDER: tuple[str, ...] = (
     "cache",
     "template",
     "hosts",
+    "k8s_external",
     "kubernetes",
     "file",
     "loop",
@@ -81,6 +82,7 @@ IMPLEMENTED: dict[str, str] = {
     "dns64": "kdns.plugins.dns64.setup",
     "template": "kdns.plugins.template.setup",
     "metadata": "kdns.plugins.metadata.setup",
+    "k8s_external": "kdns.plugins.k8s_external.setup",
 }
 """Directive -> module with ``setup(directive, ctx)``."""
 
@@ -96,7 +98,7 @@ KNOWN_COREDNS = frozenset(
     }
 )
 
-REPEATABLE = frozenset({"rewrite", "acl", "bind", "template", "log"})
+REPEATABLE = frozenset({"rewrite", "acl", "bind", "template", "log", "forward"})
 """Directives that may appear several times in a block; their setup returns the handler the
 first time and ``None`` after (adding rules to it). ``bind`` has no handler: each line adds
 addresses to the block's ``listen_hosts``."""

@@ -104,6 +104,9 @@ class Worker:
 class WorkerReady:
     """One worker, as a ready reporter for the ``ready`` plugin (named by what it waits for)."""
 
+    monitor_always = True
+    """Asked on every /ready, also under ``monitor until-ready``: a worker can die."""
+
     def __init__(self, sup: Supervisor, worker: Worker) -> None:
         self.sup = sup
         self.worker = worker

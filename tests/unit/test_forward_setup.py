@@ -145,12 +145,21 @@ def test_setup_builds_and_publishes_the_handler(tmp_path: Path) -> None:
     handler.stop()
 
 
-def test_next_is_accepted_but_warned_about(tmp_path: Path,
-                                           caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="kdns.forward"):
-        cfg = config("forward . 10.0.0.1 {\n    next NXDOMAIN SERVFAIL\n  }", tmp_path)
+def test_next_rcodes(tmp_path: Path) -> None:
+    cfg = config("forward . 10.0.0.1 {\n    next NXDOMAIN SERVFAIL\n  }", tmp_path)
     assert cfg.next_rcodes == (RCODE.NXDOMAIN, RCODE.SERVFAIL)
-    assert "'next' has no effect" in caplog.text
+
+
+def test_tls_and_hostname_upstreams(tmp_path: Path) -> None:
+    cfg = config("forward . tls://127.0.0.1 tls://[::1]:8853 localhost:5300 {\n"
+                 "    tls_servername dns.test.\n  }", tmp_path)
+    assert [(u.host, u.port, u.transport, u.hostname) for u in cfg.upstreams][:3] == [
+        ("127.0.0.1", 853, "tls", None), ("::1", 8853, "tls", None),
+        ("127.0.0.1", 5300, "dns", "localhost")]
+    assert cfg.tls_servername == "dns.test"
+    assert cfg.tls_context is not None  # system CAs: the default context
+    src = config("forward . 127.0.0.1 {\n    source_address 127.0.0.1\n  }", tmp_path)
+    assert src.source_address == "127.0.0.1" and src.tls_context is None
 
 
 # -- the self-loop guard ---------------------------------------------------------------------------
@@ -199,15 +208,27 @@ def test_explicit_addresses_are_not_second_guessed(tmp_path: Path) -> None:
     ("forward .", "Corefile:2:3: forward: needs FROM and at least one TO"),
     ("forward . 10.0.0.1:99999",
      "Corefile:2:13: forward: invalid port '99999' in '10.0.0.1:99999': must be 1..65535"),
-    ("forward . 300.1.1.1", "Corefile:2:13: forward: not an IP address or file: '300.1.1.1'"),
-    ("forward . dns.example.com", "Corefile:2:13: forward: not an IP address or file"),
+    ("forward . 300.1.1.1",
+     "Corefile:2:13: forward: not an IP address, host name or file: '300.1.1.1'"),
+    ("forward . -dns-.example", "Corefile:2:13: forward: not an IP address, host name or file"),
+    ("forward . localhost:0", "Corefile:2:13: forward: invalid port '0' in 'localhost:0'"),
     ("forward . dns://10.0.0.1:0", "Corefile:2:13: forward: invalid port '0'"),
     ("forward . dns://10.0.0.1:65536", "Corefile:2:13: forward: invalid port '65536'"),
-    ("forward . dns://dns.example", "Corefile:2:13: forward: not an IP address: 'dns.example'"),
+    ("forward . dns://dns_ex$ample", "Corefile:2:13: forward: not an IP address, host name"),
     ("forward . [::1", "Corefile:2:13: forward: missing ']' in '[::1'"),
     ("forward . [::1]x", "Corefile:2:13: forward: unexpected 'x' after ']'"),
-    ("forward . 10.0.0.1 tls://9.9.9.9",
-     "Corefile:2:22: forward: tls:// upstreams are not supported by kdns yet"),
+    ("forward . tls://127.0.0.1 {\n    tls /nonexistent/ca.pem\n  }",
+     "Corefile:3:5: forward: tls: cannot load /nonexistent/ca.pem"),
+    ("forward . tls://127.0.0.1 {\n    tls a b c d\n  }",
+     "Corefile:3:15: forward: tls takes at most CERT KEY CA"),
+    ("forward . 10.0.0.1 {\n    tls_servername\n  }",
+     "Corefile:3:5: forward: tls_servername needs one NAME"),
+    ("forward . 127.0.0.1 {\n    source_address nowhere\n  }",
+     "Corefile:3:20: forward: source_address: not an IP address: 'nowhere'"),
+    ("forward . 127.0.0.1 {\n    source_address 192.0.2.77\n  }",
+     "Corefile:3:20: forward: source_address: 192.0.2.77 is not an address of this host"),
+    ("forward . 127.0.0.1 {\n    source_address ::1\n  }",
+     "Corefile:3:20: forward: source_address: ::1 is IPv6, every upstream must be"),
     ("forward . https://9.9.9.9",
      "Corefile:2:13: forward: https:// upstreams are not supported by kdns yet"),
     ("forward . udp://9.9.9.9",
@@ -216,8 +237,6 @@ def test_explicit_addresses_are_not_second_guessed(tmp_path: Path) -> None:
      "Corefile:2:13: forward: cannot read resolv.conf file '/nonexistent/resolv.conf'"),
     ("forward bad..zone 10.0.0.1", "Corefile:2:11: forward: invalid zone 'bad..zone'"),
     ("forward . 10.0.0.1 {\n    bogus 1\n  }", "Corefile:3:5: forward: unknown property 'bogus'"),
-    ("forward . 10.0.0.1 {\n    tls_servername dns.quad9.net\n  }",
-     "Corefile:3:5: forward: tls_servername is not supported by kdns yet"),
     ("forward . 10.0.0.1 {\n    max_fails x\n  }",
      "Corefile:3:15: forward: max_fails: not a non-negative integer: 'x'"),
     ("forward . 10.0.0.1 {\n    max_fails\n  }", "Corefile:3:5: forward: max_fails needs one"),

@@ -14,8 +14,9 @@ from dnslib import AAAA, CNAME, MX, QTYPE, RCODE, RR, TXT, A, DNSHeader, DNSQues
 from kdns.config.model import ConfigError
 from kdns.config.parser import parse_corefile
 from kdns.plugins.base import Request, Response
-from kdns.plugins.loadbalance.handler import MAX_ORDERS, LoadBalanceHandler
+from kdns.plugins.loadbalance.handler import MAX_ORDERS, LoadBalanceConfig, LoadBalanceHandler
 from kdns.plugins.loadbalance.setup import setup
+from kdns.plugins.loadbalance.weighted import WeightedPicker, WeightFileError, parse_weights
 from kdns.plugins.setup_context import SetupContext
 
 README = Path(__file__).resolve().parents[2] / "kdns" / "plugins" / "loadbalance" / "README.md"
@@ -234,7 +235,8 @@ def directive(line: str) -> tuple[object, SetupContext]:
 
 
 @pytest.mark.parametrize("line", ["loadbalance", "loadbalance round_robin",
-                                  "loadbalance round_robin {\n    }"])
+                                  "loadbalance round_robin {\n    }",
+                                  "loadbalance {\n prefer 10.0.0.0/8 fd00::/8\n prefer 192.0.2.1\n}"])
 def test_setup_valid(line: str) -> None:
     d, ctx = directive(line)
     h = setup(d, ctx)  # type: ignore[arg-type]
@@ -242,14 +244,21 @@ def test_setup_valid(line: str) -> None:
 
 
 INVALID = [
-    ("loadbalance weighted db.example.com.weights",
-     "2:17: loadbalance: the weighted policy is not supported by kdns yet"),
-    ("loadbalance random", "2:17: loadbalance: unknown policy 'random' (expected round_robin)"),
+    ("loadbalance weighted", "2:17: loadbalance: missing weight file argument"),
+    ("loadbalance weighted a b", "2:28: loadbalance: unexpected argument(s)"),
+    ("loadbalance weighted /nonexistent/w {\n        reload 0\n    }",
+     "2:26: loadbalance: cannot read weight file"),
+    ("loadbalance weighted w {\n        reload soon\n    }",
+     "3:16: loadbalance: invalid reload duration 'soon'"),
+    ("loadbalance weighted w {\n        prefer 10.0.0.0/8\n    }",
+     "3:9: loadbalance: unknown property 'prefer'"),
+    ("loadbalance random", "2:17: loadbalance: unknown policy 'random' (expected round_robin"),
     ("loadbalance round_robin extra", "2:29: loadbalance: unexpected argument 'extra'"),
-    ("loadbalance {\n        prefer 10.0.0.0/8\n    }",
-     "3:9: loadbalance: prefer is not supported by kdns yet"),
+    ("loadbalance {\n        prefer\n    }", "3:9: loadbalance: prefer needs at least one CIDR"),
+    ("loadbalance {\n        prefer 10.0.0.0/8 10.1.0/33\n    }",
+     "3:27: loadbalance: invalid CIDR '10.1.0/33'"),
     ("loadbalance round_robin {\n        limit_answers 5\n    }",
-     "3:9: loadbalance: limit_answers is not supported by kdns yet"),
+     "3:9: loadbalance: unknown property 'limit_answers'"),
     ("loadbalance {\n        reload 10s\n    }", "3:9: loadbalance: unknown property 'reload'"),
 ]
 
@@ -269,3 +278,87 @@ def test_readme_corefile_blocks_parse_and_set_up() -> None:
         for block in parse_corefile(text, "README.md", env={}):
             (d,) = [d for d in block.directives if d.name.text == "loadbalance"]
             assert isinstance(setup(d, SetupContext(block.keys, Path("."))), LoadBalanceHandler)
+
+
+# -- weighted ----------------------------------------------------------------------------------
+
+
+WEIGHTS = """\
+# comment
+web.shop.svc.cluster.local
+10.0.0.1 3
+10.0.0.2 1
+
+other.example.
+2001:db8::1 255
+"""
+
+
+def test_weight_file_parses_as_coredns_does() -> None:
+    assert parse_weights(WEIGHTS, "w") == {
+        NAME: {"10.0.0.1": 3, "10.0.0.2": 1}, "other.example.": {"2001:db8::1": 255}}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("10.0.0.1\n", "w:1: wrong domain name '10.0.0.1'"),
+    ("a.example\n10.0.0.300 2\n", "w:2: wrong IP address '10.0.0.300'"),
+    ("a.example\n10.0.0.1 0\n", "w:2: wrong weight value '0'"),
+    ("a.example\n10.0.0.1 256\n", "w:2: wrong weight value '256'"),
+    ("10.0.0.1 2\n", "w:1: missing domain name"),
+    ("a.example\n10.0.0.1 2 3\n", "w:2: could not parse weight line"),
+])
+def test_weight_file_errors_name_the_line(text: str, message: str) -> None:
+    with pytest.raises(WeightFileError, match=re.escape(message)):
+        parse_weights(text, "w")
+
+
+def test_weighted_setup_reports_the_file_line(tmp_path: Path) -> None:
+    (tmp_path / "w").write_text("a.example\n10.0.0.1 x\n")
+    block = parse_corefile(".:53 {\n    loadbalance weighted w\n}\n", "Corefile", env={})[0]
+    with pytest.raises(ConfigError) as info:
+        setup(block.directives[0], SetupContext(block.keys, tmp_path))
+    assert str(info.value).startswith("Corefile:2:26: loadbalance: ")
+    assert f"{tmp_path / 'w'}:2: wrong weight value 'x'" in str(info.value)
+
+
+def weighted_handler(tmp_path: Path, seed: int = 7) -> LoadBalanceHandler:
+    (tmp_path / "w").write_text(WEIGHTS)
+    picker = WeightedPicker(tmp_path / "w", 0, rng=random.Random(seed))
+    picker.load()
+    return LoadBalanceHandler(LoadBalanceConfig("weighted", (), str(tmp_path / "w"), 0),
+                              picker=picker)
+
+
+def test_weighted_slow_path_draws_the_leader_by_weight(tmp_path: Path) -> None:
+    h = weighted_handler(tmp_path)
+    records = [RR(NAME, QTYPE.A, rdata=A(f"10.0.0.{i}"), ttl=5) for i in (1, 2, 3)]
+    leads: Counter[str] = Counter()
+    for _ in range(5000):
+        out = h.serve(request(), Backend(records))
+        leads[str(out.msg.rr[0].rdata)] += 1
+        # as CoreDNS: the leader swaps places with the first record, nothing else moves
+        got = [str(rr.rdata) for rr in out.msg.rr]
+        i = ["10.0.0.1", "10.0.0.2", "10.0.0.3"].index(got[0])
+        expected = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+        expected[0], expected[i] = expected[i], expected[0]
+        assert got == expected
+    # weights 3, 1 and 1 (no entry): 60%, 20%, 20%
+    assert 2700 < leads["10.0.0.1"] < 3300
+    assert 800 < leads["10.0.0.2"] < 1200 and 800 < leads["10.0.0.3"] < 1200
+
+
+def test_weighted_fast_path_cycle_leads_in_proportion(tmp_path: Path) -> None:
+    h = weighted_handler(tmp_path)
+    records = [RR(NAME, QTYPE.A, rdata=A(f"10.0.0.{i}"), ttl=5) for i in (1, 2)]
+    out = h.serve(request(), Backend(records, fast=True))
+    orders = [out.msg, *(out.variants or [])]
+    assert len(orders) == MAX_ORDERS
+    leads = Counter(str(m.rr[0].rdata) for m in orders)
+    assert leads == {"10.0.0.1": 6, "10.0.0.2": 2}
+
+
+def test_weighted_leaves_other_types_alone(tmp_path: Path) -> None:
+    h = weighted_handler(tmp_path)
+    records = [RR(NAME, QTYPE.MX, rdata=MX(f"mx{i}.example."), ttl=5) for i in (1, 2)]
+    got = h.serve(request(QTYPE.MX), Backend(records))
+    assert [str(rr.rdata) for rr in got.msg.rr] == ["10 mx1.example.", "10 mx2.example."]

@@ -77,6 +77,18 @@ def test_service_external_name() -> None:
 def test_service_defaults_when_spec_missing() -> None:
     s = parse_service({"metadata": {"namespace": "a", "name": "b"}})
     assert (s.type, s.cluster_ips, s.ports) == ("ClusterIP", (), ())
+    assert (s.external_ips, s.lb_hostnames) == ((), ())
+
+
+def test_service_external_ips_and_load_balancer_ingress() -> None:
+    obj = svc({"type": "LoadBalancer", "clusterIPs": ["10.0.0.9"],
+               "externalIPs": ["192.0.2.10", "2001:DB8::0:10"]})
+    obj["status"] = {"loadBalancer": {"ingress": [
+        {"ip": "198.51.100.7"}, {"hostname": "LB-1.Elb.Example.COM."}, {"ip": "192.0.2.10"},
+        {"ipMode": "VIP"}]}}
+    s = parse_service(obj)
+    assert s.external_ips == ("192.0.2.10", "2001:db8::10", "198.51.100.7")
+    assert s.lb_hostnames == ("lb-1.elb.example.com",)
 
 
 @pytest.mark.parametrize(
@@ -104,6 +116,14 @@ def test_service_defaults_when_spec_missing() -> None:
         (svc({"type": "ExternalName", "externalName": 3}), "externalName must be a string"),
         (svc({"type": "ExternalName"}), "externalName is missing"),
         (svc({"type": "ExternalName", "externalName": "."}), "externalName is empty"),
+        (svc({"externalIPs": ["192.0.2.300"]}), r"spec.externalIPs\[\] is not an IP address"),
+        (svc({"externalIPs": "192.0.2.1"}), "spec.externalIPs must be a list"),
+        ({**svc({}), "status": {"loadBalancer": {"ingress": [{"ip": "x"}]}}},
+         r"ingress\[0\].ip is not an IP address"),
+        ({**svc({}), "status": {"loadBalancer": {"ingress": {"ip": "192.0.2.1"}}}},
+         "ingress must be a list"),
+        ({**svc({}), "status": {"loadBalancer": {"ingress": [{"hostname": 7}]}}},
+         r"ingress\[0\].hostname must be a string"),
     ],
 )
 def test_service_malformed(obj: Any, reason: str) -> None:

@@ -104,8 +104,9 @@ def _cap_ttl_min(opt: Directive) -> tuple[int, int | None, int | None]:
     if len(args) > 3:
         raise error(args[3], NAME, f"{kind} takes at most 3 arguments: CAPACITY [TTL] [MINTTL]")
     cap = _int(args[0])
-    if cap is None or cap <= 0:
-        raise error(args[0], NAME, f"{kind} CAPACITY must be a positive integer, got {args[0].text!r}")
+    if cap is None or cap < 0:
+        raise error(args[0], NAME,
+                    f"{kind} CAPACITY must be a non-negative integer, got {args[0].text!r}")
     ttl = mint = None
     if len(args) > 1:
         ttl = _int(args[1])
@@ -132,12 +133,18 @@ def parse_config(d: Directive, ctx: SetupContext) -> CacheConfig:
     if ttl_arg is not None:
         o["success_ttl"] = o["denial_ttl"] = ttl_arg
     disabled: dict[str, list[str]] = {SUCCESS: [], DENIAL: []}
+    zero_capacity: list[str] = []
     for opt in d.block or ():
         name, oargs = opt.name.text, opt.args
         if opt.block is not None:
             raise error(opt, NAME, f"{name} does not take a block")
         if name in (SUCCESS, DENIAL):
             cap, ttl, mint = _cap_ttl_min(opt)
+            if cap == 0:
+                # CoreDNS accepts 0 (its shard floor then still keeps 1024 entries) and its
+                # maintainers answer "set denial to 0" to disable negative caching: that intent
+                # is what operators write it for, so 0 stores nothing of that kind.
+                zero_capacity.append(name)
             o[f"{name}_capacity"] = effective_capacity(cap)
             if ttl is not None:
                 o[f"{name}_ttl"] = ttl
@@ -153,10 +160,8 @@ def parse_config(d: Directive, ctx: SetupContext) -> CacheConfig:
                             f"prefetch AMOUNT must be a non-negative integer, got {oargs[0].text!r}")
             o["prefetch"] = amount
             if len(oargs) > 1:
-                window = _duration(oargs[1])
-                if window <= 0:
-                    raise error(oargs[1], NAME, "prefetch DURATION must be positive")
-                o["prefetch_window"] = window
+                # CoreDNS takes any duration, 0 too (then only back-to-back hits count)
+                o["prefetch_window"] = _duration(oargs[1])
             if len(oargs) > 2:
                 pct = oargs[2]
                 if not pct.text.endswith("%"):
@@ -199,6 +204,8 @@ def parse_config(d: Directive, ctx: SetupContext) -> CacheConfig:
             o["keepttl"] = True
         else:
             raise error(opt, NAME, f"unknown property '{name}'")
+    for kind in zero_capacity:
+        disabled[kind].extend(zones)
     return CacheConfig(
         zones=tuple(zones),
         disable_success=tuple(dict.fromkeys(disabled[SUCCESS])),

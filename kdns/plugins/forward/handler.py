@@ -88,9 +88,15 @@ class ForwardHandler:
         self.health_timeout = HEALTH_TIMEOUT if health_timeout is None else health_timeout
         self.upstreams = [
             Upstream(u.host, u.port, expire=cfg.expire, max_idle=cfg.max_idle_conns,
-                     force_tcp_health=cfg.force_tcp)
+                     force_tcp_health=cfg.force_tcp,
+                     tls=cfg.tls_context if u.transport == "tls" else None,
+                     server_name=cfg.tls_servername or u.hostname or u.host,
+                     source=cfg.source_address)
             for u in cfg.upstreams
         ]
+        self.others: list[ForwardHandler] = []
+        """Later ``forward`` directives of the same block, in Corefile order: this handler
+        stands in the chain for all of them (see :meth:`serve`)."""
         self._rr = itertools.count()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -103,8 +109,14 @@ class ForwardHandler:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def chain(self, other: ForwardHandler) -> None:
+        """Add a later ``forward`` of the same server block."""
+        self.others.append(other)
+
     def start(self) -> None:
         """Start the pool sweeper, which closes idle TCP connections after ``expire``."""
+        for other in self.others:
+            other.start()
         if self._sweeper is None and self.cfg.expire > 0 and not self._stop.is_set():
             self._sweeper = threading.Thread(target=self._sweep, name="forward-sweep",
                                              daemon=True)
@@ -112,6 +124,8 @@ class ForwardHandler:
 
     def stop(self) -> None:
         """Stop probes and the sweeper, and close every pooled connection."""
+        for other in self.others:
+            other.stop()
         self._stop.set()
         with self._lock:
             threads = list(self._threads)
@@ -131,6 +145,20 @@ class ForwardHandler:
     # -- query path ------------------------------------------------------------------------
 
     def serve(self, req: Request, nxt: Next) -> Response:
+        if not self.others:
+            return self.serve_one(req, nxt)
+        # Several forwards in one block, as CoreDNS chains them: the first whose FROM covers
+        # the name answers; with `next RCODE...` a reply of that rcode moves on to the next.
+        group = [self, *self.others]
+
+        def step(i: int) -> Next:
+            if i == len(group):
+                return nxt
+            return lambda r: group[i].serve_one(r, step(i + 1))
+
+        return step(0)(req)
+
+    def serve_one(self, req: Request, nxt: Next) -> Response:
         if not self.cfg.matches(req.qname_lower):
             return nxt(req)
         if must_not_block():
@@ -146,11 +174,11 @@ class ForwardHandler:
             if over:
                 return self._error(req, RCODE.REFUSED)
             try:
-                return self._forward(req)
+                return self._forward(req, nxt)
             finally:
                 with self._lock:
                     self.inflight -= 1
-        return self._forward(req)
+        return self._forward(req, nxt)
 
     def order(self) -> list[Upstream]:
         """The upstreams to try for one query, by policy, without those marked down."""
@@ -176,7 +204,7 @@ class ForwardHandler:
         # Every upstream is down: assume health checking itself is broken (CoreDNS).
         return [random.choice(ups)]
 
-    def _forward(self, req: Request) -> Response:
+    def _forward(self, req: Request, nxt: Next) -> Response:
         cfg = self.cfg
         query = bytearray(req.msg.pack())
         tcp = cfg.force_tcp or (req.proto == "tcp" and not cfg.prefer_udp)
@@ -198,6 +226,8 @@ class ForwardHandler:
             if reply.header.rcode in cfg.failover_rcodes:
                 last = reply
                 continue
+            if reply.header.rcode in cfg.next_rcodes:
+                return nxt(req)  # CoreDNS `next`: the following forward (or plugin) tries
             return self._relay(req, reply)
         if last is not None:
             return self._relay(req, last)
@@ -285,12 +315,13 @@ class ForwardHandler:
                                        "upstream. Deprecated.", labels=["to"])
         responses = CounterMetricFamily("coredns_forward_responses", "Counter of responses "
                                         "received per upstream. Deprecated.", labels=["to", "rcode"])
-        for up in self.upstreams:
+        group = [self, *self.others]
+        for up in (u for f in group for u in f.upstreams):
             for rcode, h in up.durations.items():
                 duration.add_metric(["forward", up.label, rcode], buckets(h.bounds, h.counts), h.sum)
             # kdns does not tell health-check failures apart by rcode (most are timeouts)
             hc.add_metric(["forward", up.label, ""], up.healthcheck_failures)
-            for proto in ("udp", "tcp"):
+            for proto in ("tcp-tls",) if up.tls is not None else ("udp", "tcp"):
                 conn_hits.add_metric(["forward", up.label, proto], up.conn_cache_hits.get(proto, 0))
                 conn_misses.add_metric(["forward", up.label, proto],
                                        up.conn_cache_misses.get(proto, 0))
@@ -300,10 +331,10 @@ class ForwardHandler:
         yield from (duration, hc, conn_hits, conn_misses, requests, responses)
         yield CounterMetricFamily("coredns_forward_healthcheck_broken", "Counter of the number of "
                                   "complete failures of the healthchecks.",
-                                  value=self.healthcheck_broken)
+                                  value=sum(f.healthcheck_broken for f in group))
         yield CounterMetricFamily("coredns_forward_max_concurrent_rejects", "Counter of the number "
                                   "of queries rejected because the concurrent queries were at "
-                                  "maximum.", value=self.max_concurrent_rejects)
+                                  "maximum.", value=sum(f.max_concurrent_rejects for f in group))
 
 
 def _parse(raw: bytes, up: Upstream) -> DNSRecord:

@@ -4,14 +4,26 @@ Owns the directive's syntax and its checks (CoreDNS ``plugin/forward/setup.go`` 
 reading ``resolv.conf`` files named as a TO, and the self-loop guard: a ``nameserver`` line of
 such a file that points back at kdns's own listener (``127.0.0.1:53`` when kdns serves ``:53``)
 is dropped with a warning, because forwarding to it would send every query around in a circle.
+
+A TO is ``[dns://]IP[:port]``, ``tls://IP[:port]`` (DNS over TLS, RFC 7858, port 853), a
+resolv.conf file, or a ``host[:port]`` name resolved once, here, through the system resolver
+(getaddrinfo, as CoreDNS resolves through the Go resolver); every address it has becomes an
+upstream. ``tls [CERT KEY [CA]] | tls CA`` and ``tls_servername`` build the TLS client context
+here, so a missing or bad file is a located error at load time.
+
+The directive may appear several times in a block with different FROMs (CoreDNS chains them):
+the first ``setup`` returns the handler, later ones join it and return None; a query goes to the
+first one, in Corefile order, whose FROM covers it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import socket
-from dataclasses import dataclass
+import ssl
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnslib import RCODE
@@ -26,14 +38,16 @@ NAME = "forward"
 MAX_UPSTREAMS = 15
 """CoreDNS's limit on TOs (after resolv.conf files are expanded)."""
 DEFAULT_PORT = 53
+TLS_PORT = 853
 
 log = logging.getLogger("kdns.forward")
 
 POLICIES = ("random", "round_robin", "sequential")
 
-_UNSUPPORTED_SCHEMES = ("tls", "https", "grpc", "quic")
-_UNSUPPORTED_OPTIONS = frozenset(
-    {"tls", "tls_servername", "doh_method", "resolver", "next_on_nodata", "source_address"})
+_UNSUPPORTED_SCHEMES = ("https", "grpc", "quic")
+_UNSUPPORTED_OPTIONS = frozenset({"doh_method", "resolver", "next_on_nodata"})
+_HOSTNAME = re.compile(r"(?=.{1,253}\.?$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)"
+                       r"(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +57,11 @@ class UpstreamAddr:
     port: int
     from_file: str | None = None
     """The resolv.conf the address came from, when it was not written in the Corefile."""
+    transport: str = "dns"
+    """``dns`` (UDP, TCP when asked) or ``tls`` (DNS over TLS, always over TCP)."""
+    hostname: str | None = None
+    """The name the address was resolved from (``dns.example:53``), if any: the TLS server
+    name to verify unless ``tls_servername`` says otherwise."""
 
     @property
     def label(self) -> str:
@@ -74,6 +93,13 @@ class ForwardConfig:
     next_rcodes: tuple[int, ...] = ()
     failover_rcodes: tuple[int, ...] = ()
     failfast_all_unhealthy_upstreams: bool = False
+    tls_files: tuple[str, ...] = ()
+    """``tls`` arguments as written: (), (CA,), (CERT, KEY) or (CERT, KEY, CA)."""
+    tls_servername: str | None = None
+    source_address: str | None = None
+    """Local address outgoing queries are sent from (``source_address``)."""
+    tls_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    """Client context for ``tls://`` upstreams (built from ``tls_files``)."""
 
     def matches(self, qname_lower: str) -> bool:
         """Should a query for ``qname_lower`` be forwarded? (under FROM, and not excepted)."""
@@ -158,20 +184,45 @@ def _looks_like_path(text: str) -> bool:
     return "/" in text or text.endswith(".conf")
 
 
+def _resolve(tok: Token, text: str, transport: str) -> list[UpstreamAddr]:
+    """``host[:port]``: every address the system resolver has for ``host``, in its order."""
+    host, sep, port_text = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+    port = TLS_PORT if transport == "tls" else DEFAULT_PORT
+    if sep:
+        if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
+            raise error(tok, NAME, f"invalid port {port_text!r} in {text!r}: must be 1..65535")
+        port = int(port_text)
+    if not _HOSTNAME.fullmatch(host) or host.replace(".", "").isdigit():
+        raise error(tok, NAME, f"not an IP address, host name or file: {text!r}")
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)
+    except OSError as err:
+        raise error(tok, NAME, f"cannot resolve {host!r}: {err}") from None
+    addrs = dict.fromkeys(str(info[4][0]) for info in infos)
+    name = host.rstrip(".").lower()
+    return [UpstreamAddr(a, port, transport=transport, hostname=name) for a in addrs]
+
+
 def _parse_to(tok: Token, ctx: SetupContext) -> list[UpstreamAddr]:
     text = tok.text
+    transport = "dns"
     if "://" in text:
         scheme, rest = text.split("://", 1)
         scheme = scheme.lower()
         if scheme in _UNSUPPORTED_SCHEMES:
             raise error(tok, NAME, f"{scheme}:// upstreams are not supported by kdns yet")
-        if scheme != "dns":
+        if scheme not in ("dns", "tls"):
             raise error(tok, NAME, f"'{scheme}' is not supported as a destination protocol")
+        transport = scheme
         try:
             host, port = parse_hostport(rest)
+        except NotAnIPError:
+            return _resolve(tok, rest, transport)
         except ValueError as err:
             raise error(tok, NAME, str(err)) from None
-        return [UpstreamAddr(host, port)]
+        if transport == "tls" and not _has_port(rest):
+            port = TLS_PORT
+        return [UpstreamAddr(host, port, transport=transport)]
     try:
         host, port = parse_hostport(text)
         return [UpstreamAddr(host, port)]
@@ -185,8 +236,7 @@ def _parse_to(tok: Token, ctx: SetupContext) -> list[UpstreamAddr]:
     if not path.is_file():
         if _looks_like_path(text):
             raise error(tok, NAME, f"cannot read resolv.conf file {text!r}: no such file")
-        raise error(tok, NAME, f"not an IP address or file: {text!r} "
-                               "(hostnames are not supported by kdns yet)")
+        return _resolve(tok, text, transport)
     try:
         content = path.read_text(errors="replace")
     except OSError as err:
@@ -195,6 +245,26 @@ def _parse_to(tok: Token, ctx: SetupContext) -> list[UpstreamAddr]:
     if not servers:
         raise error(tok, NAME, f"no nameservers found in {text!r}")
     return [UpstreamAddr(s, DEFAULT_PORT, text) for s in servers]
+
+
+def _has_port(text: str) -> bool:
+    return (text.startswith("[") and "]:" in text) or (not text.startswith("[")
+                                                      and text.count(":") == 1)
+
+
+def tls_context(files: tuple[str, ...], config_dir: Path, at: Directive | Token) -> ssl.SSLContext:
+    """CoreDNS's ``NewTLSConfigFromArgs``: () system CAs; (CA,) that CA; (CERT, KEY) a client
+    certificate and the system CAs; (CERT, KEY, CA) both. TLS 1.2 at least, as CoreDNS."""
+    paths = [str(p if Path(p).is_absolute() else config_dir / p) for p in files]
+    ca = paths[0] if len(paths) == 1 else paths[2] if len(paths) == 3 else None
+    try:
+        ctx = ssl.create_default_context(cafile=ca)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if len(paths) >= 2:
+            ctx.load_cert_chain(paths[0], paths[1])
+    except (OSError, ssl.SSLError, ValueError) as err:
+        raise error(at, NAME, f"tls: cannot load {', '.join(files)}: {err}") from None
+    return ctx
 
 
 def _is_local_address(host: str) -> bool:
@@ -307,6 +377,7 @@ def parse_config(d: Directive, ctx: SetupContext) -> ForwardConfig:
                              "own listener (forwarding would loop)")
 
     kw: dict[str, object] = {}
+    tls_at: Directive = d
     for opt in d.block or ():
         name = opt.name.text
         if opt.block is not None:
@@ -353,6 +424,31 @@ def parse_config(d: Directive, ctx: SetupContext) -> ForwardConfig:
             if opt.args[0].text not in POLICIES:
                 raise error(opt.args[0], NAME, f"unknown policy {opt.args[0].text!r}")
             kw["policy"] = opt.args[0].text
+        elif name == "tls":
+            if len(opt.args) > 3:
+                raise error(opt.args[3], NAME, "tls takes at most CERT KEY CA")
+            kw["tls_files"] = tuple(a.text for a in opt.args)
+            tls_at = opt
+        elif name == "tls_servername":
+            if len(opt.args) != 1:
+                raise error(opt, NAME, "tls_servername needs one NAME")
+            kw["tls_servername"] = opt.args[0].text.rstrip(".")
+        elif name == "source_address":
+            if len(opt.args) != 1:
+                raise error(opt, NAME, "source_address needs one IP address")
+            try:
+                src = ipaddress.ip_address(opt.args[0].text)
+            except ValueError:
+                raise error(opt.args[0], NAME,
+                            f"source_address: not an IP address: {opt.args[0].text!r}") from None
+            if not _is_local_address(str(src)):
+                raise error(opt.args[0], NAME,
+                            f"source_address: {src} is not an address of this host")
+            families = {ipaddress.ip_address(u.host.split("%", 1)[0]).version for u in upstreams}
+            if families != {src.version}:
+                raise error(opt.args[0], NAME, f"source_address: {src} is IPv{src.version}, "
+                                                "every upstream must be of the same family")
+            kw["source_address"] = str(src)
         elif name == "next":
             kw["next_rcodes"] = _rcodes(opt, allow_noerror=True)
         elif name == "failover":
@@ -361,16 +457,19 @@ def parse_config(d: Directive, ctx: SetupContext) -> ForwardConfig:
             raise error(opt, NAME, f"{name} is not supported by kdns yet")
         else:
             raise error(opt, NAME, f"unknown property '{name}'")
-    cfg = ForwardConfig(from_zone, tuple(upstreams), **kw)  # type: ignore[arg-type]
-    if cfg.next_rcodes:
-        # CoreDNS only honours `next` when the next plugin is another forward; kdns allows one
-        # forward per server block, so the option can never take effect.
-        log.warning("%s: forward: 'next' has no effect in kdns (one forward per server block)",
-                    d.loc)
-    return cfg
+    if any(u.transport == "tls" for u in upstreams):
+        kw["tls_context"] = tls_context(kw.get("tls_files", ()), ctx.config_dir,  # type: ignore[arg-type]
+                                        tls_at)
+    return ForwardConfig(from_zone, tuple(upstreams), **kw)  # type: ignore[arg-type]
 
 
-def setup(d: Directive, ctx: SetupContext) -> ForwardHandler:
+def setup(d: Directive, ctx: SetupContext) -> ForwardHandler | None:
     handler = ForwardHandler(parse_config(d, ctx))
+    first = ctx.shared.get(NAME)
+    if isinstance(first, ForwardHandler):
+        # Another forward of this block (CoreDNS chains them in Corefile order): it joins the
+        # first, which sits in the chain and hands each query to the first FROM that covers it.
+        first.chain(handler)
+        return None
     ctx.shared[NAME] = handler
     return handler

@@ -7,7 +7,12 @@ on the socket is ignored and counted in ``mismatches``, so a spoofed or stale da
 become an answer (RFC 5452 §9.1). UDP uses a new connected socket per query: the kernel picks a
 random source port and drops datagrams from any other address, and a closed upstream port shows
 up at once as ``ConnectionRefusedError`` instead of a timeout. TCP connections are pooled per
-upstream and closed once idle for ``expire`` seconds.
+upstream and closed once idle for ``expire`` seconds (at most ``max_idle`` kept).
+
+A ``tls://`` upstream (RFC 7858) always speaks TCP inside TLS, verified against the configured
+CA and server name; its connections are pooled the same way, and a new connection offers the
+session of the last one, so a reconnect after ``expire`` resumes instead of doing a full
+handshake (counted in ``tls_resumed``). ``source`` binds every outgoing socket to that address.
 
 Counters are plain integers read at scrape time by the metrics collector (see
 :mod:`kdns.plugins.forward.handler` for the list).
@@ -19,6 +24,7 @@ import bisect
 import contextlib
 import os
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -70,7 +76,8 @@ def _new_id() -> int:
 
 class Upstream:
     def __init__(self, host: str, port: int, *, expire: float = 10.0, max_idle: int = 0,
-                 force_tcp_health: bool = False) -> None:
+                 force_tcp_health: bool = False, tls: ssl.SSLContext | None = None,
+                 server_name: str | None = None, source: str | None = None) -> None:
         info = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)[0]
         self.family: socket.AddressFamily = info[0]
         self.sockaddr = info[4]
@@ -80,6 +87,11 @@ class Upstream:
         self.expire = expire
         self.max_idle = max_idle
         self.force_tcp_health = force_tcp_health
+        self.tls = tls
+        self.server_name = server_name or host
+        self.source = source
+        self._session: ssl.SSLSession | None = None
+        self._tcp_proto = "tcp-tls" if tls is not None else "tcp"
         self._lock = threading.Lock()
         self._pool: list[tuple[socket.socket, float]] = []
         self._closed = False
@@ -94,8 +106,10 @@ class Upstream:
         self.healthcheck_failures = 0
         self.rcodes: dict[str, int] = {}
         self.durations: dict[str, Histogram] = {}
-        self.conn_cache_hits: dict[str, int] = {"udp": 0, "tcp": 0}
-        self.conn_cache_misses: dict[str, int] = {"udp": 0, "tcp": 0}
+        self.conn_cache_hits: dict[str, int] = {"udp": 0, "tcp": 0, "tcp-tls": 0}
+        self.conn_cache_misses: dict[str, int] = {"udp": 0, "tcp": 0, "tcp-tls": 0}
+        self.tls_resumed = 0
+        """TLS connections that resumed an earlier session (no full handshake)."""
 
     def __repr__(self) -> str:
         return f"Upstream({self.label})"
@@ -150,7 +164,7 @@ class Upstream:
         if count:
             with self._lock:
                 self.requests += 1
-        if tcp:
+        if tcp or self.tls is not None:
             return self._tcp(bytes(query), qend, deadline)
         return self._udp(bytes(query), qend, deadline)
 
@@ -168,6 +182,8 @@ class Upstream:
             self.conn_cache_misses["udp"] += 1
         try:
             with socket.socket(self.family, socket.SOCK_DGRAM) as s:
+                if self.source is not None:
+                    s.bind((self.source, 0))
                 s.connect(self.sockaddr)
                 s.send(query)
                 while True:
@@ -197,6 +213,9 @@ class Upstream:
                 if cached and time.monotonic() < deadline:
                     continue  # the peer closed a pooled connection: retry on a fresh one
                 raise UpstreamError(f"tcp {self.label}: {err}") from None
+            if isinstance(conn, ssl.SSLSocket) and conn.session is not None:
+                # TLS 1.3 tickets arrive after the handshake: by now the session is resumable
+                self._session = conn.session
             self._checkin(conn)
             return reply
 
@@ -211,11 +230,11 @@ class Upstream:
                 sock, used = self._pool.pop()
                 if now - used < self.expire:
                     found = sock
-                    self.conn_cache_hits["tcp"] += 1
+                    self.conn_cache_hits[self._tcp_proto] += 1
                     break
                 stale.append(sock)
             if found is None:
-                self.conn_cache_misses["tcp"] += 1
+                self.conn_cache_misses[self._tcp_proto] += 1
         for s in stale:
             s.close()
         if found is not None:
@@ -224,11 +243,20 @@ class Upstream:
         sock = socket.socket(self.family, socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)
+            if self.source is not None:
+                sock.bind((self.source, 0))
             sock.connect(self.sockaddr)
-        except OSError as err:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls is not None:
+                sock = self.tls.wrap_socket(sock, server_hostname=self.server_name,
+                                            session=self._session)  # handshake happens here
+                if sock.session_reused:
+                    with self._lock:
+                        self.tls_resumed += 1
+        except (OSError, ssl.SSLError, ValueError) as err:
             sock.close()
-            raise UpstreamError(f"tcp {self.label}: connect: {err}") from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            what = "tls" if self.tls is not None else "tcp"
+            raise UpstreamError(f"{what} {self.label}: connect: {err}") from None
         return sock, False
 
     def _checkin(self, sock: socket.socket) -> None:

@@ -10,6 +10,14 @@ the two rewrites of a query's life:
   reply (CoreDNS's ResponseReverter), the question becomes the client's own again (as sent, so
   0x20 clients see their spelling), and records named after the question get that spelling too.
 
+``cname`` rules retarget CNAME records of the reply and resolve the new target through the rest
+of the chain (CoreDNS resolves it through the whole server; kdns from after *rewrite*, which is
+where every answering plugin sits); ``rcode`` rules change the reply's RCODE on the way back;
+``edns0`` rules add or change an EDNS0 option (local, NSID, client subnet) of the query the rest
+of the chain (``forward`` above all) sends on. An ``edns0 subnet`` or ``{client_ip}`` rule makes
+the query depend on the client, and the upstream's reply with it; those replies are never stored
+in the fast path by ``forward``.
+
 The result depends only on the question, so a fast reply stays fast with the inner generation.
 """
 
@@ -17,7 +25,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import ipaddress
 import re
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -37,6 +47,7 @@ from dnslib import (
     DNSLabel,
     DNSQuestion,
     DNSRecord,
+    EDNSOption,
 )
 
 from kdns.plugins.base import Next, Request, Response
@@ -61,6 +72,11 @@ class State:
     name: str
     qtype: int
     qclass: int
+    req: Request | None = None
+    """The client's request, for rules that read where it came from (``edns0``)."""
+    options: list[EDNSOption] | None = None
+    """The query's EDNS0 options as the ``edns0`` rules leave them; None until one of them
+    runs (then the query the chain sees carries an OPT record with exactly these)."""
 
 
 def expand(template: str, m: re.Match[str]) -> str:
@@ -202,6 +218,17 @@ class TTLAnswer:
         return _with(rr, ttl=min(max(rr.ttl, self.low), self.high))
 
 
+@dataclass(frozen=True, slots=True)
+class RcodeAnswer:
+    """``rcode``: a reply with RCODE ``old`` gets RCODE ``new`` (records are left alone)."""
+
+    old: int
+    new: int
+
+    def apply(self, rr: RR) -> RR:
+        return rr
+
+
 # -- request rules ---------------------------------------------------------------------------
 
 
@@ -306,6 +333,130 @@ class TTLRule:
 
 
 @dataclass(frozen=True, slots=True)
+class RcodeRule:
+    """``rcode [exact|prefix|suffix|substring|regex] NAME OLD NEW``: for a matching question
+    name, a reply with RCODE OLD goes back with RCODE NEW."""
+
+    mode: str
+    kind: str
+    source: str
+    regex: re.Pattern[str] | None
+    answer: RcodeAnswer
+
+    def rewrite(self, state: State) -> tuple[ResponseRule, ...] | None:
+        if not name_matches(self.kind, self.source, self.regex, state.name):
+            return None
+        return (self.answer,)
+
+
+EDNS0_NSID = 3
+EDNS0_SUBNET = 8
+SET, REPLACE, APPEND = "set", "replace", "append"
+VARIABLES = ("{qname}", "{qtype}", "{client_ip}", "{client_port}", "{protocol}")
+
+
+def _variable(name: str, req: Request) -> bytes:
+    """The wire form CoreDNS gives each ``edns0 local`` variable."""
+    if name == "{qname}":
+        return req.qname.encode()
+    if name == "{qtype}":
+        return struct.pack("!H", req.qtype)
+    if name == "{client_ip}":
+        return ipaddress.ip_address(req.client[0].split("%", 1)[0]).packed
+    if name == "{client_port}":
+        return struct.pack("!H", req.client[1])
+    return req.proto.encode()  # {protocol}
+
+
+def _subnet(req: Request, v4: int, v6: int) -> bytes:
+    """RFC 7871 §6 ECS option data for the client's address cut to the configured prefix."""
+    ip = ipaddress.ip_address(req.client[0].split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    bits, family = (v4, 1) if ip.version == 4 else (v6, 2)
+    net = ipaddress.ip_network(f"{ip}/{bits}", strict=False)
+    # the address is sent in as few octets as the prefix needs (§6: SOURCE PREFIX-LENGTH)
+    return struct.pack("!HBB", family, bits, 0) + net.network_address.packed[: (bits + 7) // 8]
+
+
+@dataclass(frozen=True, slots=True)
+class Edns0Rule:
+    """``edns0 local|nsid|subnet set|replace|append ...``: change the query's EDNS0 options.
+
+    As CoreDNS: an option of the rule's code already there is changed by ``set`` and ``replace``
+    (``append`` leaves it alone and the rule does not fire); a missing one is added by ``set``
+    and ``append``. A query without EDNS gets an OPT record (4096 bytes, DO clear).
+    """
+
+    mode: str
+    kind: str
+    """``local``, ``nsid`` or ``subnet``."""
+    action: str
+    code: int
+    data: bytes = b""
+    variable: str = ""
+    v4_bits: int = 0
+    v6_bits: int = 0
+
+    def rewrite(self, state: State) -> tuple[ResponseRule, ...] | None:
+        req = state.req
+        if req is None:
+            return None
+        if state.options is None:
+            opt = next((rr for rr in req.msg.ar if rr.rtype == QTYPE.OPT), None)
+            state.options = list(opt.rdata) if opt is not None else []
+        if self.kind == "nsid":
+            data = b""  # a query's NSID option is always empty (RFC 5001 §2.1)
+        elif self.kind == "subnet":
+            data = _subnet(req, self.v4_bits, self.v6_bits)
+        elif self.variable:
+            data = _variable(self.variable, req)
+        else:
+            data = self.data
+        options = state.options
+        for i, o in enumerate(options):
+            if o.code == self.code:
+                if self.action == APPEND:
+                    return None
+                options[i] = EDNSOption(self.code, data)
+                return ()
+        if self.action == REPLACE:
+            return None
+        options.append(EDNSOption(self.code, data))
+        return ()
+
+
+@dataclass(frozen=True, slots=True)
+class CnameRule:
+    """``cname MATCH FROM TO``: a CNAME in the reply whose target matches FROM is pointed at
+    the target TO makes of it, and the records after it are replaced by TO's own (looked up
+    with the question's type). As in CoreDNS the rule fires for every query."""
+
+    mode: str
+    kind: str
+    source: str
+    target: str
+    regex: re.Pattern[str] | None = None
+
+    def rewrite(self, state: State) -> tuple[ResponseRule, ...] | None:
+        return ()
+
+    def retarget(self, name: str) -> str | None:
+        """The new target for CNAME target ``name`` (lower case), or None if FROM misses."""
+        kind, source = self.kind, self.source
+        if kind == "exact":
+            return self.target if name == source else None
+        if kind == "prefix":
+            return self.target + name[len(source):] if name.startswith(source) else None
+        if kind == "suffix":
+            return name[: len(name) - len(source)] + self.target if name.endswith(source) else None
+        if kind == "substring":
+            return name.replace(source, self.target) if source in name else None
+        m = self.regex.search(name) if self.regex is not None else None
+        return expand(self.target, m) if m is not None else None
+
+
+@dataclass(frozen=True, slots=True)
 class RewriteConfig:
     rules: tuple[Rule, ...] = ()
 
@@ -325,8 +476,9 @@ class RewriteHandler:
         self.cfg = RewriteConfig(self.cfg.rules + rules)
 
     def serve(self, req: Request, nxt: Next) -> Response:
-        state = State(req.qname_lower, req.qtype, req.qclass)
+        state = State(req.qname_lower, req.qtype, req.qclass, req)
         answers: list[ResponseRule] = []
+        cnames: list[CnameRule] = []
         fired = False
         for rule in self.cfg.rules:
             got = rule.rewrite(state)
@@ -334,16 +486,49 @@ class RewriteHandler:
                 continue
             fired = True
             answers.extend(got)
+            if isinstance(rule, CnameRule):
+                cnames.append(rule)
             if rule.mode == STOP:
                 break
         if not fired:
             return nxt(req)
         renamed = state.name != req.qname_lower
-        resp = nxt(self._request(req, state, renamed))
+        inner = self._request(req, state, renamed)
+        resp = nxt(inner)
+        if cnames:
+            resp = self._retarget(inner, resp, cnames, nxt)
         back = _Reverter(req, tuple(reversed(answers)), renamed)
         variants = [back.revert(v) for v in resp.variants] if resp.variants else None
         # replace(): the inner plugin's other terms (the cache's replay deadline) stay
         return dataclasses.replace(resp, msg=back.revert(resp.msg), variants=variants)
+
+    @staticmethod
+    def _retarget(req: Request, resp: Response, rules: list[CnameRule], nxt: Next) -> Response:
+        """Apply ``cname`` rules to the reply (CoreDNS's cnameTargetRule.RewriteResponse)."""
+        msg = resp.msg
+        for rr in msg.rr:
+            if rr.rtype != QTYPE.CNAME:
+                continue
+            old = str(rr.rdata.label).lower()
+            new = next((n for n in (r.retarget(old) for r in rules) if n is not None), None)
+            if new is None or new == old:
+                continue
+            label = check_name(new)
+            sub = Request(
+                msg=DNSRecord(DNSHeader(id=req.msg.header.id, rd=1),
+                              q=DNSQuestion(label, req.qtype, req.qclass)),
+                qname=str(label), qname_lower=str(label).lower(), qtype=req.qtype,
+                qclass=req.qclass, client=req.client, proto=req.proto, server=req.server,
+                zone=req.zone, max_size=65535, do=req.do)
+            got = nxt(sub).msg
+            chain = [_with(c, rdata=CNAME(label)) for c in msg.rr if c.rtype == QTYPE.CNAME]
+            tail = [a for a in got.rr if str(a.rname).lower() == str(label).lower()]
+            h = msg.header
+            out = DNSRecord(DNSHeader(id=h.id, bitmap=h.bitmap), questions=list(msg.questions),
+                            rr=chain + tail, auth=list(msg.auth), ar=list(msg.ar))
+            # the reply now holds data from another lookup: never replay it from the fast path
+            return dataclasses.replace(resp, msg=out, fast=False, variants=None)
+        return resp
 
     @staticmethod
     def _request(req: Request, state: State, renamed: bool) -> Request:
@@ -354,9 +539,17 @@ class RewriteHandler:
             label = req.msg.questions[0].qname
             qname = req.qname
         h = req.msg.header
+        additional = list(req.msg.ar)
+        if state.options is not None:
+            old = next((rr for rr in additional if rr.rtype == QTYPE.OPT), None)
+            additional = [rr for rr in additional if rr.rtype != QTYPE.OPT]
+            # CoreDNS adds OPT with a 4096-byte size and DO clear when the query had none
+            additional.append(RR(DNSLabel("."), QTYPE.OPT,
+                                 old.rclass if old is not None else 4096,
+                                 old.ttl if old is not None else 0, list(state.options)))
         msg = DNSRecord(DNSHeader(id=h.id, bitmap=h.bitmap),
                         questions=[DNSQuestion(label, state.qtype, state.qclass)],
-                        rr=list(req.msg.rr), auth=list(req.msg.auth), ar=list(req.msg.ar))
+                        rr=list(req.msg.rr), auth=list(req.msg.auth), ar=additional)
         # meta stays the same dict: plugins before rewrite (log) keep reading what later ones set.
         return dataclasses.replace(req, msg=msg, qname=qname, qname_lower=qname.lower(),
                                    qtype=state.qtype, qclass=state.qclass)
@@ -374,7 +567,11 @@ class _Reverter:
 
     def revert(self, msg: DNSRecord) -> DNSRecord:
         h = msg.header
-        return DNSRecord(DNSHeader(id=h.id, bitmap=h.bitmap),
+        header = DNSHeader(id=h.id, bitmap=h.bitmap)
+        for rule in self.rules:  # already in reverse order, as CoreDNS's reverter runs them
+            if isinstance(rule, RcodeAnswer) and header.rcode == rule.old:
+                header.rcode = rule.new
+        return DNSRecord(header,
                          questions=[self.question, *msg.questions[1:]],
                          rr=[self._fix(rr) for rr in msg.rr],
                          auth=[self._fix(rr) for rr in msg.auth],

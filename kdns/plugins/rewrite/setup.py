@@ -16,17 +16,24 @@ from __future__ import annotations
 
 import re
 
-from dnslib import QTYPE
+from dnslib import QTYPE, RCODE
 
 from kdns.config.model import ConfigError, Directive, Token, error
 from kdns.plugins.rewrite.handler import (
     CONTINUE,
+    EDNS0_NSID,
+    EDNS0_SUBNET,
     KINDS,
     MAX_TTL,
     STOP,
+    VARIABLES,
     ClassRule,
+    CnameRule,
+    Edns0Rule,
     NameAnswer,
     NameRule,
+    RcodeAnswer,
+    RcodeRule,
     RegexRewriter,
     ResponseRule,
     RewriteConfig,
@@ -47,7 +54,7 @@ NAME = "rewrite"
 CLASSES = {"IN": 1, "CS": 2, "CH": 3, "HS": 4, "NONE": 254, "ANY": 255}
 """Class mnemonics as miekg/dns spells them (``rewrite class CH IN``)."""
 
-UNSUPPORTED_FIELDS = ("edns0", "cname", "rcode")
+EDNS0_ACTIONS = ("set", "replace", "append")
 
 
 def _err(at: Token | Directive, message: str) -> ConfigError:
@@ -99,11 +106,16 @@ def parse_rule(d: Directive) -> Rule:
         return ClassRule(mode, _qclass(source), _qclass(target))
     if kind == "ttl":
         return _ttl_rule(mode, field, rest)
+    if kind == "rcode":
+        return _rcode_rule(mode, field, rest)
+    if kind == "edns0":
+        return _edns0_rule(mode, field, rest)
+    if kind == "cname":
+        return _cname_rule(mode, field, rest)
     if kind == "answer":
         raise _err(field, "response rewrites must begin with a name rule")
-    if kind in UNSUPPORTED_FIELDS:
-        raise _err(field, f"the {kind} field is not supported by kdns yet")
-    raise _err(field, f"unknown field '{field.text}' (expected name, type, class or ttl)")
+    raise _err(field, f"unknown field '{field.text}' (expected name, type, class, ttl, rcode, "
+                      "edns0 or cname)")
 
 
 def _pair(field: Token, rest: list[Token]) -> tuple[Token, Token]:
@@ -256,6 +268,103 @@ def _ttl_range(tok: Token) -> tuple[int, int]:
     if low > high:
         raise _err(tok, f"invalid TTL range '{text}': MIN is larger than MAX")
     return low, high
+
+
+def _rcode(tok: Token, what: str) -> int:
+    """An RCODE by number or mnemonic (miekg/dns spelling). Only the 4-bit header RCODEs: the
+    extended ones (16-23, e.g. BADCOOKIE) live in the OPT record, which kdns does not rewrite."""
+    text = tok.text.upper()
+    value = int(text) if text.isdigit() else RCODE.reverse.get(text)
+    if not isinstance(value, int) or not 0 <= value <= 15:
+        raise _err(tok, f"invalid {what} RCODE '{tok.text}' for a rcode rule (expected 0..15 or "
+                        "a name such as NOERROR, SERVFAIL, NXDOMAIN, REFUSED)")
+    return value
+
+
+def _rcode_rule(mode: str, field: Token, rest: list[Token]) -> RcodeRule:
+    if len(rest) < 3:
+        raise _err(field, f"too few ({len(rest)}) arguments for a rcode rule: "
+                          "[MATCH] NAME OLD NEW")
+    if len(rest) > 4:
+        raise _err(rest[4], f"unexpected '{rest[4].text}' in a rcode rule")
+    if len(rest) == 3:
+        kind, source = "exact", rest[0]
+    else:
+        kind, source = _match_kind(rest[0], "rcode"), rest[1]
+    answer = RcodeAnswer(_rcode(rest[-2], "matching"), _rcode(rest[-1], "replacement"))
+    if kind == "regex":
+        return RcodeRule(mode, kind, source.text, _regex(source), answer)
+    return RcodeRule(mode, kind, fqdn(source.text), None, answer)
+
+
+def _cname_rule(mode: str, field: Token, rest: list[Token]) -> CnameRule:
+    """``cname MATCH FROM TO`` (the MATCH is required, as in CoreDNS)."""
+    if len(rest) != 3:
+        at = rest[3] if len(rest) > 3 else field
+        raise _err(at, f"cname rules need MATCH FROM TO, got {len(rest)} arguments")
+    kind = rest[0].text.lower()
+    if kind not in KINDS:
+        raise _err(rest[0], f"unknown cname rewrite type: {rest[0].text!r} (expected exact, "
+                            "prefix, suffix, substring or regex)")
+    source, target = rest[1].text.lower(), rest[2].text.lower()
+    if kind == "regex":
+        regex = _regex(rest[1])
+        return CnameRule(mode, kind, source, _template(rest[2], regex), regex)
+    if kind == "exact":
+        # a CNAME target is always fully qualified; CoreDNS compares as written
+        source, target = fqdn(source), fqdn(target)
+    return CnameRule(mode, kind, source, target)
+
+
+def _uint(tok: Token, limit: int, what: str) -> int:
+    """Go's ``strconv.ParseUint(s, 0, ...)``: decimal, 0x hex, 0o/0 octal or 0b binary."""
+    text = tok.text.lower().replace("_", "")
+    try:
+        if text.startswith(("0x", "0o", "0b")):
+            value = int(text, 0)
+        elif len(text) > 1 and text.startswith("0"):
+            value = int(text, 8)
+        else:
+            value = int(text, 10)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= limit:
+        raise _err(tok, f"invalid {what} '{tok.text}' (expected 0..{limit})")
+    return value
+
+
+def _edns0_rule(mode: str, field: Token, rest: list[Token]) -> Edns0Rule:
+    if len(rest) < 2:
+        raise _err(field, "too few arguments for an EDNS0 rule: local|nsid|subnet "
+                          "set|replace|append ...")
+    kind, action = rest[0].text.lower(), rest[1].text.lower()
+    if action not in EDNS0_ACTIONS:
+        raise _err(rest[1], f"invalid action: {rest[1].text!r} (expected set, replace or append)")
+    if kind == "nsid":
+        if len(rest) != 2:
+            raise _err(rest[2], "EDNS0 NSID rules do not accept args")
+        return Edns0Rule(mode, kind, action, EDNS0_NSID)
+    if kind not in ("local", "subnet"):
+        raise _err(rest[0], f"invalid rule type {rest[0].text!r} (expected local, nsid or subnet)")
+    if len(rest) != 4:
+        at = rest[4] if len(rest) > 4 else field
+        raise _err(at, f"EDNS0 {kind} rules require exactly three args")
+    if kind == "subnet":
+        return Edns0Rule(mode, kind, action, EDNS0_SUBNET,
+                         v4_bits=_uint(rest[2], 32, "IPv4 bit mask length"),
+                         v6_bits=_uint(rest[3], 128, "IPv6 bit mask length"))
+    code, data = _uint(rest[2], 0xFFFF, "EDNS0 option code"), rest[3]
+    if data.text.startswith("{") and data.text.endswith("}"):
+        if data.text not in VARIABLES:
+            raise _err(data, f"unsupported variable name {data.text!r} (kdns has "
+                             f"{', '.join(VARIABLES)})")
+        return Edns0Rule(mode, kind, action, code, variable=data.text)
+    if data.text.startswith("0x"):
+        try:
+            return Edns0Rule(mode, kind, action, code, data=bytes.fromhex(data.text[2:]))
+        except ValueError:
+            raise _err(data, f"invalid hex data {data.text!r}") from None
+    return Edns0Rule(mode, kind, action, code, data=data.text.encode())
 
 
 def setup(d: Directive, ctx: SetupContext) -> RewriteHandler | None:
