@@ -59,6 +59,9 @@ class Response:
     """With ``fast``: a token the server counts this reply's fast-path replays under, so the
     plugin can report them (the cache's hits); read at scrape time from
     ``ctx.process["replays"]`` (token -> replays so far)."""
+    more: tuple[bytes, ...] = ()
+    """Further complete messages sent after ``msg`` on the same TCP connection (a zone
+    transfer, RFC 5936 §2.2); already encoded, each at most 65535 bytes."""
 
 
 Next = Callable[[Request], Response]
@@ -94,6 +97,29 @@ class ReadyReporter(Protocol):
     name: str
 
     def ready(self) -> bool: ...
+
+
+class Transferer(Protocol):
+    """A plugin whose zones the *transfer* plugin can send out (AXFR) and NOTIFY about.
+
+    Published in ``ctx.shared["transferers"]`` by the plugin's setup, so *transfer* never
+    imports it (CoreDNS's ``transfer.Transferer``).
+    """
+
+    zones: tuple[str, ...]
+
+    def authoritative(self, zone: str) -> bool:
+        """``zone`` (lower case, trailing dot) is one this plugin can transfer."""
+        ...
+
+    def serial(self, zone: str) -> int | None:
+        """The zone's current SOA serial; None while there is nothing to serve yet."""
+        ...
+
+    def records(self, zone: str) -> tuple[int, list[Any]] | None:
+        """(serial, every record of the zone with its SOA first, the closing SOA not repeated),
+        taken from one consistent snapshot; None while there is nothing to serve yet."""
+        ...
 
 
 class Generation:

@@ -28,6 +28,7 @@ ORDER: tuple[str, ...] = (
     "autopath",
     "acl",
     "cache",
+    "transfer",
     "hosts",
     "kubernetes",
     "file",
@@ -55,6 +56,7 @@ IMPLEMENTED: dict[str, str] = {
     "limits": "kdns.plugins.limits.setup",
     "prometheus": "kdns.plugins.prometheus.setup",
     "reload": "kdns.plugins.reload.setup",
+    "transfer": "kdns.plugins.transfer.setup",
 }
 """Directive -> module with ``setup(directive, ctx)``."""
 
@@ -70,7 +72,7 @@ KNOWN_COREDNS = frozenset(
     }
 )
 
-REPEATABLE = frozenset({"rewrite", "acl"})
+REPEATABLE = frozenset({"rewrite", "acl", "transfer"})
 """Directives that may appear several times in a block; their setup returns the handler the
 first time and ``None`` after (adding rules to it)."""
 

@@ -295,6 +295,10 @@ def setup(directive: Directive, ctx: SetupContext) -> KubernetesHandler:
     hub = ctx.process.get("source_hub")
     handler = KubernetesHandler(cfg, source_factory=hub.factory(cfg) if hub else None)
     ctx.shared[NAME] = handler
+    # The transfer plugin finds zone sources here (kdns.plugins.base.Transferer).
+    from kdns.plugins.kubernetes.xfr import KubernetesTransfer
+
+    ctx.shared.setdefault("transferers", []).append(KubernetesTransfer(handler))
     return handler
 
 
