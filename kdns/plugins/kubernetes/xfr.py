@@ -50,16 +50,21 @@ def zone_names(view: View, zone: str) -> Iterator[tuple[str, tuple[int, ...]]]:
         if svc.type == "ExternalName":
             yield base, (_CNAME,)
             continue
-        yield base, (_A, _AAAA, _SRV)
         ports = {(p.name.lower(), p.protocol.lower()) for p in svc.ports if p.name}
-        labels: dict[str, None] = {}
-        for _ip, label, ep_ports in entry.endpoints():
-            labels[label] = None
+        labels: dict[str, set[int]] = {}
+        for ip, label, ep_ports in entry.endpoints():
+            labels.setdefault(label, set()).add(_AAAA if ":" in ip else _A)
             ports.update((p.name.lower(), p.protocol.lower()) for p in ep_ports if p.name)
+        # Ask only for the address families present: the other would answer NODATA anyway,
+        # and a transfer asks tens of thousands of questions.
+        families = {_AAAA if ":" in ip else _A for ip in svc.cluster_ips}
+        if svc.headless:
+            families = set().union(*labels.values())
+        yield base, (*sorted(families), _SRV)
         for name, proto in sorted(ports):
             yield f"_{name}._{proto}.{base}", (_SRV,)
-        for label in labels:
-            yield f"{label}.{base}", (_A, _AAAA)
+        for label, fams in labels.items():
+            yield f"{label}.{base}", tuple(sorted(fams))
 
 
 def zone_records(view: View, cfg: KubernetesConfig, zone: str) -> list[RR]:
