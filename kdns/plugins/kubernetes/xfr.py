@@ -85,7 +85,8 @@ class KubernetesTransfer:
     def __init__(self, handler: KubernetesHandler) -> None:
         self._handler = handler
         cfg = handler.cfg
-        self.zones = tuple(z for z in cfg.zones if not is_reverse(z))
+        # The multicluster zones hold ServiceImports, not this view's records.
+        self.zones = tuple(z for z in cfg.zones if not is_reverse(z) and z not in cfg.multicluster)
         self._longest_first = sorted(self.zones, key=len, reverse=True)
 
     def authoritative(self, zone: str) -> bool:

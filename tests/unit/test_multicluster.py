@@ -1,0 +1,114 @@
+"""multicluster: the clusterset case table through the pure answer function, the option's
+located errors, the MCS objects' parsing and the clusterset view's merging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mc_cases as mc
+import pytest
+from k8s_cases import expected
+
+from kdns.config.model import ConfigError
+from kdns.config.parser import parse_corefile
+from kdns.k8s.mcs import parse_imported_slice, parse_service_import
+from kdns.k8s.objects import ObjectError
+from kdns.plugins.kubernetes.mcview import McViewBuilder
+from kdns.plugins.kubernetes.setup import parse_config
+from kdns.plugins.setup_context import SetupContext
+
+
+@pytest.mark.parametrize("case", mc.CASES, ids=[f"{c.qname}:{c.qtype}" for c in mc.CASES])
+def test_case(case: mc.Case) -> None:
+    assert mc.run_case(case) == expected(case), case.note
+
+
+def test_rows_are_distinct() -> None:
+    keys = [(c.qname, c.qtype) for c in mc.CASES]
+    assert len(keys) == len(set(keys))
+
+
+def test_names_are_case_insensitive_and_echo_the_query() -> None:
+    case = mc.ok("WEB.Default.svc.ClusterSet.local.", "A",
+                 ("WEB.Default.svc.ClusterSet.local. 5 IN A 10.42.42.42",))
+    assert mc.run_case(case) == expected(case)
+
+
+def _cfg(body: str, keys: str = ".") -> object:
+    block = parse_corefile(f"{keys}:53 {{\n    kubernetes {body}\n}}\n", "Corefile")[0]
+    return parse_config(block.directives[0], SetupContext(block.keys, Path(".")),
+                        local_ips=("10.0.0.53",))
+
+
+def test_the_option_sets_the_zones_apart() -> None:
+    cfg = _cfg("clusterset.local cluster.local {\n        multicluster clusterset.local\n    }")
+    assert cfg.multicluster == ("clusterset.local.",)  # type: ignore[attr-defined]
+    assert cfg.primary_zone == "cluster.local."  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("body", "where", "message"), [
+    ("cluster.local {\n        multicluster clusterset.local\n    }", "3:22",
+     "multicluster zone 'clusterset.local.' is not one of the plugin's zones"),
+    ("cluster.local clusterset.local {\n        multicluster\n    }", "3:9",
+     "multicluster takes at least 1 argument"),
+    ("clusterset.local {\n        multicluster clusterset.local\n    }", "3:9",
+     "at least one zone must be a cluster zone"),
+    ("cluster.local clusterset.local {\n        multicluster clusterset.local\n"
+     "        manifests x.json\n    }", "3:9", "cannot be combined with manifests"),
+    ("cluster.local in-addr.arpa {\n        multicluster in-addr.arpa\n    }", "3:22",
+     "is not one of the plugin's zones"),
+])
+def test_option_errors_are_located(body: str, where: str, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _cfg(body)
+    assert str(exc.value).startswith(f"Corefile:{where}: kubernetes: ")
+    assert message in str(exc.value)
+
+
+def test_mcs_objects_parse_and_bad_ones_are_rejected() -> None:
+    imp = parse_service_import(mc.IMPORTS[1])
+    assert imp.ips == ("10.42.0.2", "fd00:42::2") and not imp.headless
+    assert parse_service_import(mc.IMPORTS[3]).headless
+    s = parse_imported_slice(mc.SLICES[0])
+    assert (s.service, s.cluster, s.key) == ("db", "clustera", ("default", "db-a"))
+    bad_type = mc._import("default", "x", "LoadBalancer")
+    with pytest.raises(ObjectError, match="ClusterSetIP or Headless"):
+        parse_service_import(bad_type)
+    bad_ip = mc._import("default", "x", "ClusterSetIP", ("10.0.0.300",))
+    with pytest.raises(ObjectError):
+        parse_service_import(bad_ip)
+    bad_cluster = mc._slice("default", "x", "db", "a.b", [], ())
+    with pytest.raises(ObjectError, match="not a DNS label"):
+        parse_imported_slice(bad_cluster)
+
+
+def test_the_view_follows_changes_and_serials_never_repeat() -> None:
+    clock = [mc.SERIAL + 0.5]
+    b = McViewBuilder(now=lambda: clock[0])
+    for kind in ("serviceimports", "importedslices"):
+        b.begin_list(kind)
+        assert not b.synced
+        b.end_list(kind, set())
+    assert b.synced and b.view.service("default", "db") is None
+    first = b.view.serial
+    b.upsert("serviceimports", parse_service_import(mc.IMPORTS[3]))
+    b.upsert("importedslices", parse_imported_slice(mc.SLICES[1]))
+    entry = b.view.service("default", "db")
+    assert entry is not None and [e.ip for e in entry.endpoints] == ["10.2.0.1"]
+    assert b.view.serial > first, "a change within the same second still moves the serial"
+    b.delete("importedslices", ("default", "db-b"))
+    entry = b.view.service("default", "db")
+    assert entry is not None and entry.endpoints == ()
+    b.delete("serviceimports", ("default", "db"))
+    assert b.view.service("default", "db") is None and not b.view.namespace_exists("default")
+
+
+def test_a_relist_drops_what_is_gone() -> None:
+    b = McViewBuilder()
+    for kind in ("serviceimports", "importedslices"):
+        b.begin_list(kind)
+        b.end_list(kind, set())
+    b.upsert("serviceimports", parse_service_import(mc.IMPORTS[0]))
+    b.begin_list("serviceimports")
+    b.end_list("serviceimports", set())
+    assert b.view.service("default", "web") is None
