@@ -79,6 +79,17 @@ def test_a_zone_nothing_can_transfer_is_a_located_error(tmp_path: Path) -> None:
         server.build()
 
 
+def test_a_rule_for_the_root_covers_the_zones_below_it(tmp_path: Path) -> None:
+    (tmp_path / "empty.json").write_text('{"kind": "List", "items": []}')
+    text = (".:53 {\n    transfer {\n        to 127.0.0.2:5300 *\n    }\n"
+            "    kubernetes cluster.local in-addr.arpa {\n        manifests empty.json\n    }\n}\n")
+    server = KdnsServer(parse_corefile(text, "Corefile"),
+                        ServeOptions(config_dir=tmp_path)).build()
+    (handler,) = [h for b in server.blocks for h in b.handlers if h.name == "transfer"]
+    assert handler.notifier is not None
+    assert handler.notifier._by_zone == {"cluster.local.": [("127.0.0.2", 5300)]}
+
+
 def test_messages_are_cut_in_order_within_the_budget() -> None:
     records = [RR(f"host{i}.example.org.", QTYPE.A, rdata=A(f"10.0.{i // 250}.{i % 250}"))
                for i in range(3000)]

@@ -83,14 +83,21 @@ class TransferHandler:
         """Find the block's zone sources; a rule zone nothing can transfer is a located error
         (it would silently never transfer)."""
         self.sources = list(self._shared.get("transferers", ()))
+        served = [z for src in self.sources for z in src.zones]
         for rule in self.rules:
             for zone in rule.zones:
-                if self._source(zone) is None:
+                # As in CoreDNS, a rule for a parent zone (the block's ".") covers every zone
+                # below it that a plugin can transfer.
+                if not any(in_zone(z, zone) for z in served):
                     raise error(rule.loc, self.name, f"no plugin in this server block can "
-                                f"transfer zone {zone!r} (transfer needs e.g. kubernetes "
-                                "authoritative for it)")
-        targets = {(zone, t.ip.compressed, t.port) for rule in self.rules for zone in rule.zones
-                   for t in rule.targets}
+                                f"transfer zone {zone!r} or a zone below it (transfer needs "
+                                "e.g. kubernetes authoritative for it)")
+        # NOTIFY goes, per transferable zone, to the 'to' addresses of the rule covering it.
+        targets: set[tuple[str, str, int]] = set()
+        for zone in served:
+            covering = self._rule(zone)
+            if covering is not None:
+                targets.update((zone, t.ip.compressed, t.port) for t in covering.targets)
         # With `kdns serve --workers N` every worker runs this plugin; one NOTIFY sender is
         # enough, so only worker 0 (or a single process) sends.
         if targets and self._process.get("worker_index", 0) == 0:
