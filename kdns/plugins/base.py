@@ -116,9 +116,14 @@ class Transferer(Protocol):
         """The zone's current SOA serial; None while there is nothing to serve yet."""
         ...
 
-    def records(self, zone: str) -> tuple[int, list[Any]] | None:
-        """(serial, every record of the zone with its SOA first, the closing SOA not repeated),
-        taken from one consistent snapshot; None while there is nothing to serve yet."""
+    def version(self, zone: str) -> int:
+        """A number that changes whenever the zone's data may have (transfers are cached
+        under it)."""
+        ...
+
+    def records(self, zone: str) -> tuple[int, int, list[Any]] | None:
+        """(serial, version, every record of the zone with its SOA first, the closing SOA not
+        repeated), taken from one consistent snapshot; None while there is nothing to serve."""
         ...
 
 

@@ -140,6 +140,26 @@ def test_notify_coalesces_bursts_and_sends_the_newest_serial() -> None:
     assert sent[-1] == ("cluster.local.", 1003) and len(sent) == 2 and n.sent == 2
 
 
+def test_notify_waits_longer_for_zones_slow_to_transfer() -> None:
+    clock = FakeClock()
+    serial = {"cluster.local.": 1}
+    sent: list[int] = []
+    slow = 2.5  # seconds the last transfer took to build: NOTIFY at most every 10 s
+
+    def send(zone: str, targets: list[tuple[str, int]]) -> set[tuple[str, int]]:
+        sent.append(serial[zone])
+        return set(targets)
+
+    n = Notifier([("cluster.local.", "127.0.0.1", 53)], serial.get, now=clock, send=send,
+                 interval=lambda: max(MIN_INTERVAL, 4 * slow))
+    n.tick()
+    for s in range(2, 12):
+        serial["cluster.local."] = s
+        clock.t += 1.0
+        n.tick()
+    assert sent == [1, 11], "one NOTIFY per ten seconds, with the newest serial"
+
+
 def _secondary(answer: bool) -> tuple[socket.socket, list[dns.message.Message], threading.Thread]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))

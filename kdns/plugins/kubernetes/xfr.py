@@ -100,10 +100,15 @@ class KubernetesTransfer:
             return None
         return view.serial & 0xFFFFFFFF
 
-    def records(self, zone: str) -> tuple[int, list[RR]] | None:
-        """(serial, records with the SOA first and not repeated at the end) from one view,
-        or None before the first sync."""
+    def version(self, zone: str) -> int:
+        """Changes whenever the zone's data may have: the view's generation."""
+        return self._handler.view.generation
+
+    def records(self, zone: str) -> tuple[int, int, list[RR]] | None:
+        """(serial, version, records with the SOA first and not repeated at the end) from one
+        view, or None before the first sync."""
         view = self._handler.view  # one snapshot for the whole transfer
         if not view.synced or not self.authoritative(zone):
             return None
-        return view.serial & 0xFFFFFFFF, zone_records(view, self._handler.cfg, zone)
+        return (view.serial & 0xFFFFFFFF, view.generation,
+                zone_records(view, self._handler.cfg, zone))

@@ -3,9 +3,10 @@
 This module owns when and how secondaries are told. A thread polls each zone's serial (one
 attribute read per zone every :data:`POLL_INTERVAL`; nothing on the query path) and, when it
 moved since the last NOTIFY, sends one to every ``to`` address of the zone, at most once per
-:data:`MIN_INTERVAL` per zone: a burst of cluster changes within that time becomes a single
-NOTIFY carrying the newest serial (and the secondary's one AXFR fetches all of it). The first
-NOTIFY goes out once the zone is first served (RFC 1996 §4.7 suggests notifying on start).
+:data:`MIN_INTERVAL` per zone (longer for zones that are slow to transfer): a burst of cluster
+changes within that time becomes a single NOTIFY carrying the newest serial (and the
+secondary's one AXFR fetches all of it). The first NOTIFY goes out once the zone is first
+served (RFC 1996 §4.7 suggests notifying on start).
 
 Each round sends over UDP and waits for the secondary's acknowledgement (a reply with the same
 ID and opcode NOTIFY); unanswered targets are retried :data:`TRIES` times in all, then left to
@@ -29,7 +30,8 @@ log = logging.getLogger("kdns.transfer")
 POLL_INTERVAL = 0.25
 """How often zone serials are compared with the last one notified."""
 MIN_INTERVAL = 1.0
-"""Least time between two NOTIFY rounds for one zone (bursts are coalesced into one)."""
+"""Least time between two NOTIFY rounds for one zone (bursts are coalesced into one); the
+transfer plugin stretches it to four times what building the zone's transfer last cost."""
 TRIES = 3
 ACK_TIMEOUT = 1.0
 """Seconds to wait for acknowledgements before resending to the targets that have not."""
@@ -96,6 +98,7 @@ class Notifier:
     it with an injected clock instead of running the thread)."""
 
     def __init__(self, targets: list[Target], serial: Callable[[str], int | None], *,
+                 interval: Callable[[], float] = lambda: MIN_INTERVAL,
                  now: Callable[[], float] = time.monotonic,
                  send: Callable[[str, list[tuple[str, int]]], set[tuple[str, int]]]
                  = send_notify) -> None:
@@ -103,6 +106,7 @@ class Notifier:
         for zone, ip, port in targets:
             self._by_zone.setdefault(zone, []).append((ip, port))
         self._serial = serial
+        self._interval = interval
         self._now = now
         self._send = send
         self._notified: dict[str, int] = {}
@@ -119,7 +123,8 @@ class Notifier:
             if serial is None or self._notified.get(zone) == serial:
                 continue
             now = self._now()
-            if now - self._last.get(zone, -MIN_INTERVAL) < MIN_INTERVAL:
+            last = self._last.get(zone)
+            if last is not None and now - last < self._interval():
                 continue  # coalesce: the next pass after the interval sends the newest serial
             self._notified[zone] = serial
             self._last[zone] = now
