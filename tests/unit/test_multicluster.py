@@ -7,14 +7,18 @@ from pathlib import Path
 
 import mc_cases as mc
 import pytest
+from dnslib import QTYPE, RCODE, DNSRecord
 from k8s_cases import expected
 
 from kdns.config.model import ConfigError
 from kdns.config.parser import parse_corefile
 from kdns.k8s.mcs import parse_imported_slice, parse_service_import
-from kdns.k8s.objects import ObjectError
+from kdns.k8s.objects import PARSERS, ObjectError
+from kdns.plugins.base import Request, Response
 from kdns.plugins.kubernetes.mcview import McViewBuilder
+from kdns.plugins.kubernetes.multicluster import MulticlusterHandler
 from kdns.plugins.kubernetes.setup import parse_config
+from kdns.plugins.kubernetes.view import ViewBuilder
 from kdns.plugins.setup_context import SetupContext
 
 
@@ -112,3 +116,37 @@ def test_a_relist_drops_what_is_gone() -> None:
     b.begin_list("serviceimports")
     b.end_list("serviceimports", set())
     assert b.view.service("default", "web") is None
+
+
+def _request(qname: str, qtype: str = "A") -> Request:
+    msg = DNSRecord.question(qname, qtype)
+    return Request(msg=msg, qname=qname, qname_lower=qname.lower(), qtype=getattr(QTYPE, qtype),
+                   qclass=1, client=("10.244.1.18", 5353), proto="udp", server="dns://:53",
+                   zone=".", max_size=512)
+
+
+def _next(req: Request) -> Response:
+    return Response(req.msg.reply(), "next")
+
+
+def test_the_handler_serves_the_clusterset_from_its_own_view() -> None:
+    cfg = mc.build_config()
+    mcb = McViewBuilder()
+    h = MulticlusterHandler(cfg, mc_builder=mcb, builder=ViewBuilder(cfg.kinds))
+    # before ServiceImports are listed: SERVFAIL for names not (yet) known, never cached
+    resp = h.serve(_request(mc.WEB), _next)
+    assert resp.msg.header.rcode == RCODE.SERVFAIL and not resp.fast
+    for kind, objs in (("serviceimports", mc.IMPORTS), ("importedslices", mc.SLICES)):
+        mcb.begin_list(kind)
+        for obj in objs:
+            mcb.upsert(kind, PARSERS[kind](obj))
+        mcb.end_list(kind, {PARSERS[kind](o).key for o in objs})
+    resp = h.serve(_request(mc.WEB), _next)
+    assert resp.msg.header.rcode == RCODE.NOERROR and resp.fast and resp.msg.header.aa
+    assert [str(r.rdata) for r in resp.msg.rr] == ["10.42.42.42"]
+    assert resp.generation == mcb.view.generation
+    # the cluster zone is still the cluster view's (not synced here: SERVFAIL, not clusterset)
+    resp = h.serve(_request("web.default.svc.cluster.local."), _next)
+    assert resp.msg.header.rcode == RCODE.SERVFAIL
+    # the clusterset zone is not transferred
+    assert h.serve(_request(mc.C, "AXFR"), _next).msg.header.rcode == RCODE.REFUSED
