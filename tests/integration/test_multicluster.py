@@ -4,6 +4,7 @@ following the watch, and a cluster without the ServiceImport CRD (404 on list)."
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import time
@@ -47,7 +48,7 @@ def _serve(api: fakeapi.FakeApiServer, tmp: Path, ready_port: int) -> KdnsServer
     return start_server(f"""
     .:53 {{
         ready 127.0.0.1:{ready_port}
-        kubernetes cluster.local clusterset.local {{
+        kubernetes cluster.local clusterset.local in-addr.arpa ip6.arpa {{
             kubeconfig {kubeconfig}
             multicluster clusterset.local
         }}
@@ -98,6 +99,17 @@ def test_the_cluster_zone_is_served_beside_it(served: tuple[fakeapi.FakeApiServe
     assert r.answer[0][0].strings == (b"1.1.0",)
     # the regular EndpointSlice informer ignores imported slices: no cluster-zone names
     assert _ask(port, "db.default.svc.cluster.local.").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_reverse_names_of_clusterset_addresses(served: tuple[fakeapi.FakeApiServer, int]) -> None:
+    _, port = served
+    for ip, target in (("10.42.42.42", mc.WEB), ("10.1.0.2", f"db-1.clustera.{mc.DB}"),
+                       ("fd00:2::5", f"fd00-2--5.clusterb.{mc.DB}")):
+        name = ipaddress.ip_address(ip).reverse_pointer + "."
+        for proto in ("udp", "tcp"):
+            r = _ask(port, name, "PTR", proto)
+            assert [x.target.to_text() for x in r.answer[0]] == [target]
+    assert _ask(port, "3.0.1.10.in-addr.arpa.", "PTR").rcode() == dns.rcode.NXDOMAIN
 
 
 def test_changes_follow_the_watch(served: tuple[fakeapi.FakeApiServer, int]) -> None:

@@ -166,7 +166,7 @@ CASES: list[Case] = [
 ]
 
 
-def build_config(local_ips: tuple[str, ...] = LOCAL_IPS) -> Any:
+def build_config(local_ips: tuple[str, ...] = LOCAL_IPS, zones: tuple[str, ...] = ZONES) -> Any:
     from pathlib import Path
 
     from kdns.config.parser import parse_corefile
@@ -174,9 +174,13 @@ def build_config(local_ips: tuple[str, ...] = LOCAL_IPS) -> Any:
     from kdns.plugins.setup_context import SetupContext
 
     opts = "\n".join(f"        {o}" for o in ("endpoint http://127.0.0.1:1", *OPTIONS))
-    block = parse_corefile(f".:53 {{\n    kubernetes {' '.join(ZONES)} {{\n{opts}\n    }}\n}}\n")[0]
+    block = parse_corefile(f".:53 {{\n    kubernetes {' '.join(zones)} {{\n{opts}\n    }}\n}}\n")[0]
     ctx = SetupContext(keys=block.keys, config_dir=Path("/demo"))
     return parse_config(block.directives[0], ctx, local_ips=local_ips)
+
+
+def build_config_with_reverse() -> Any:
+    return build_config(zones=(*ZONES, "in-addr.arpa", "ip6.arpa"))
 
 
 def mc_view(cfg: Any) -> Any:

@@ -3,6 +3,7 @@ located errors, the MCS objects' parsing and the clusterset view's merging."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import mc_cases as mc
@@ -150,3 +151,45 @@ def test_the_handler_serves_the_clusterset_from_its_own_view() -> None:
     assert resp.msg.header.rcode == RCODE.SERVFAIL
     # the clusterset zone is not transferred
     assert h.serve(_request(mc.C, "AXFR"), _next).msg.header.rcode == RCODE.REFUSED
+
+
+def test_ptr_for_clusterset_addresses_unless_the_cluster_has_one() -> None:
+    import k8s_cases as kc
+
+    cfg = mc.build_config_with_reverse()
+    mcb = McViewBuilder()
+    for kind, objs in (("serviceimports", mc.IMPORTS), ("importedslices", mc.SLICES)):
+        mcb.begin_list(kind)
+        for obj in objs:
+            mcb.upsert(kind, PARSERS[kind](obj))
+        mcb.end_list(kind, {PARSERS[kind](o).key for o in objs})
+    # the cluster zone has a Service on 10.42.0.2 (also dual's clusterset IP)
+    b = ViewBuilder(cfg.kinds)
+    local = [kc._ns("default"), kc._svc("default", "local", ips=("10.42.0.2",))]
+    for kind in cfg.kinds:
+        b.begin_list(kind)
+        seen = set()
+        for obj in local:
+            if kc.KIND_OF[obj["kind"]] == kind:
+                o = PARSERS[kind](obj)
+                b.upsert(kind, o)
+                seen.add(o.key)
+        b.end_list(kind, seen)
+    assert b.flush()
+    h = MulticlusterHandler(cfg, mc_builder=mcb, builder=b)
+
+    def ptr(ip: str, qtype: str = "PTR") -> Response:
+        name = ipaddress.ip_address(ip).reverse_pointer + "."
+        return h.serve(_request(name, qtype), _next)
+
+    assert [str(r.rdata) for r in ptr("10.42.42.42").msg.rr] == [mc.WEB]
+    assert [str(r.rdata) for r in ptr("10.1.0.1").msg.rr] == [f"db-0.clustera.{mc.DB}"]
+    assert [str(r.rdata) for r in ptr("fd00:2::5").msg.rr] == [f"fd00-2--5.clusterb.{mc.DB}"]
+    assert [str(r.rdata) for r in ptr("fd00:42::2").msg.rr] == [mc.DUAL]
+    assert [str(r.rdata) for r in ptr("10.42.0.2").msg.rr] == \
+        ["local.default.svc.cluster.local."], "the cluster's own PTR wins"
+    nodata = ptr("10.42.42.42", "A")
+    assert nodata.msg.header.rcode == RCODE.NOERROR and not nodata.msg.rr
+    assert [r.rtype for r in nodata.msg.auth] == [QTYPE.SOA]
+    assert ptr("10.1.0.3").msg.header.rcode == RCODE.NXDOMAIN, "not-ready endpoint"
+    assert ptr("10.9.9.9").msg.header.rcode == RCODE.NXDOMAIN

@@ -16,8 +16,9 @@ NODATA; only a name that does not exist answers NXDOMAIN):
   ``<x>.<svc>.<ns>.svc``;
 * ``dns-version.<zone>`` TXT ``"1.0.0"`` (§2.2), the apex SOA and NS, ``ns.dns`` as in the
   cluster zone; ``svc`` and ``<ns>.svc`` (a namespace with an import) are empty non-terminals;
-  there are no pod names and no PTR records (§2.3.3 limitations: the clusterset IPs' reverse
-  names belong to whoever allocated them).
+  there are no pod names. PTR records of clusterset IPs and imported endpoints live in the
+  reverse zones; kdns/plugins/kubernetes/multicluster.py answers them (the cluster zone's own
+  PTR wins, §2.3.3 limitations).
 """
 
 from __future__ import annotations

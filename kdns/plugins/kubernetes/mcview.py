@@ -47,12 +47,25 @@ class McEntry(NamedTuple):
 class McView:
     """An immutable snapshot of the clusterset."""
 
-    __slots__ = ("_entries", "_namespaces", "generation", "serial", "synced")
+    __slots__ = ("_entries", "_namespaces", "_ptr", "generation", "serial", "synced")
 
     def __init__(self, entries: dict[Key, McEntry], *, serial: int, synced: bool,
                  generation: int) -> None:
         self._entries = entries
         self._namespaces = frozenset(ns for ns, _name in entries)
+        # Reverse names (§2.3.3, §2.4.3): ClusterSetIP -> <svc>.<ns>.svc, a headless endpoint
+        # -> <hostname>.<clusterid>.<svc>.<ns>.svc (relative to the multicluster zone).
+        ptr: dict[str, list[str]] = {}
+        for e in entries.values():
+            imp = e.service
+            base = f"{imp.name}.{imp.namespace}.svc"
+            for ip in imp.ips:
+                ptr.setdefault(ip, []).append(base)
+            if imp.headless:
+                for ep in e.endpoints:
+                    if ep.cluster:
+                        ptr.setdefault(ep.ip, []).append(f"{ep.hostname}.{ep.cluster}.{base}")
+        self._ptr = {ip: tuple(dict.fromkeys(names)) for ip, names in ptr.items()}
         self.serial = serial
         """SOA serial: Unix time of the last change."""
         self.synced = synced
@@ -71,6 +84,10 @@ class McView:
 
     def services(self) -> Iterator[McEntry]:
         return iter(self._entries.values())
+
+    def ptr(self, ip: str) -> tuple[str, ...]:
+        """Names (relative to the multicluster zone) whose address is ``ip``."""
+        return self._ptr.get(ip, ())
 
 
 class McViewBuilder:

@@ -6,7 +6,8 @@ This module owns serving the multicluster zones (KEP-1645) from their own view
 ServiceImports (``multicluster.x-k8s.io/v1alpha1``, optional: a cluster without the CRD gets
 one log line, an empty clusterset and a look every minute) and the EndpointSlices labelled
 ``multicluster.kubernetes.io/service-name``. Every other query goes to the cluster zone's
-handler unchanged.
+handler unchanged, except reverse names of clusterset addresses the cluster zone has no
+PTR for.
 
 Readiness: the multicluster informers do not hold ``/ready`` (the cluster zone is what a node's
 pods need first); until ServiceImports and imported slices are listed once, names in a
@@ -18,16 +19,17 @@ from __future__ import annotations
 
 import logging
 
-from dnslib import RCODE
+from dnslib import PTR, QTYPE, RCODE, RR
 
 from kdns.k8s.mcs import MCS_SERVICE_NAME_LABEL
 from kdns.k8s.source import ResourceSpec, Source
 from kdns.plugins.base import Next, Request, Response
-from kdns.plugins.kubernetes.answer import Answer
+from kdns.plugins.kubernetes.answer import Answer, answer, ptr_targets
 from kdns.plugins.kubernetes.handler import KubernetesHandler
 from kdns.plugins.kubernetes.mcanswer import mc_answer
 from kdns.plugins.kubernetes.mcview import McView, McViewBuilder
-from kdns.plugins.kubernetes.setup import KubernetesConfig
+from kdns.plugins.kubernetes.setup import KubernetesConfig, is_reverse
+from kdns.plugins.kubernetes.view import reverse_ip
 
 log = logging.getLogger("kdns.kubernetes")
 
@@ -58,6 +60,10 @@ class MulticlusterHandler(KubernetesHandler):
 
     def serve(self, req: Request, nxt: Next) -> Response:
         zone = self.zone_of(req.qname_lower)
+        if zone is not None and is_reverse(zone) and req.qclass == 1:
+            resp = self._mc_reverse(req, zone)
+            if resp is not None:
+                return resp
         if zone not in self.mc_zones or req.qclass != 1:
             return super().serve(req, nxt)
         assert zone is not None
@@ -71,6 +77,32 @@ class MulticlusterHandler(KubernetesHandler):
         reply = self._reply(req, ans)
         fast = view.synced and ans.rcode != RCODE.SERVFAIL
         return Response(reply, self.name, fast=fast, generation=view.generation)
+
+    def _mc_reverse(self, req: Request, zone: str) -> Response | None:
+        """PTR for a clusterset IP or an imported endpoint's address that has no PTR in the
+        cluster zone (MCS DNS spec §2.3.3, §2.4.3: the cluster's own name wins); None leaves
+        the question to the cluster zone."""
+        ip = reverse_ip(req.qname)
+        mc_view = self._mc_builder.view
+        names = mc_view.ptr(ip) if ip is not None else ()
+        if ip is None or not names:
+            return None
+        view = self.view
+        if ptr_targets(view, self.cfg, ip):
+            return None
+        # The negative answer of the cluster zone carries the reverse zone's SOA.
+        soa = answer(req.qname, QTYPE.SOA, view, self.cfg, zone).authority
+        mc_zone = self.cfg.multicluster[0]
+        if req.qtype == QTYPE.PTR:
+            ans = Answer(RCODE.NOERROR, tuple(
+                RR(req.qname, QTYPE.PTR, ttl=self.cfg.ttl, rdata=PTR(f"{n}.{mc_zone}"))
+                for n in names))
+        else:
+            ans = Answer(RCODE.NOERROR, authority=soa)
+        fast = view.synced and mc_view.synced
+        # Built from both views: stored under the newer generation, which either moving drops.
+        return Response(self._reply(req, ans), self.name, fast=fast,
+                        generation=max(view.generation, mc_view.generation))
 
     def start(self) -> None:
         super().start()
