@@ -56,11 +56,16 @@ def send_notify(zone: str, targets: list[tuple[str, int]], *, tries: int = TRIES
         for ip, _port in targets:
             fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
             if fam not in socks:
-                s = socket.socket(fam, socket.SOCK_DGRAM)
+                try:
+                    s = socket.socket(fam, socket.SOCK_DGRAM)
+                except OSError as err:  # e.g. no IPv6 on this host: the others still go
+                    log.warning("NOTIFY for %s: cannot open a socket for %s: %s", zone, ip, err)
+                    continue
                 s.setblocking(False)
                 socks[fam] = s
         for _attempt in range(tries):
-            pending = [t for t in targets if t not in acked]
+            pending = [t for t in targets if t not in acked
+                       and (socket.AF_INET6 if ":" in t[0] else socket.AF_INET) in socks]
             if not pending:
                 break
             for t in pending:
@@ -70,7 +75,7 @@ def send_notify(zone: str, targets: list[tuple[str, int]], *, tries: int = TRIES
                 except OSError as err:
                     log.debug("NOTIFY %s to %s:%d: %s", zone, t[0], t[1], err)
             deadline = time.monotonic() + timeout
-            while len(acked) < len(targets):
+            while socks and len(acked) < len(targets):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
