@@ -69,6 +69,8 @@ RESOURCES: dict[str, Resource] = {
     ),
     "namespaces": Resource("/api/v1/namespaces", "v1", "Namespace", False),
     "pods": Resource("/api/v1/pods", "v1", "Pod", True),
+    "serviceimports": Resource("/apis/multicluster.x-k8s.io/v1alpha1/serviceimports",
+                               "multicluster.x-k8s.io/v1alpha1", "ServiceImport", True),
 }
 _BY_PATH = {r.path: kind for kind, r in RESOURCES.items()}
 
@@ -184,6 +186,42 @@ def endpoint_slice(
         "endpoints": eps,
         "ports": _ports(ports),
     }
+
+
+def service_import(
+    namespace: str,
+    name: str,
+    *,
+    type: str = "ClusterSetIP",
+    ips: Iterable[str] = (),
+    ports: Iterable[tuple[str, int, str] | Mapping[str, Any]] = (),
+    labels: Mapping[str, str] | None = None,
+) -> Obj:
+    """A multicluster.x-k8s.io/v1alpha1 ServiceImport (KEP-1645: spec.type, spec.ips,
+    spec.ports)."""
+    spec: Obj = {"type": type, "ports": _ports(ports)}
+    if type == "ClusterSetIP":
+        spec["ips"] = list(ips)
+    return {"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
+            "metadata": _meta(namespace, name, labels, None), "spec": spec}
+
+
+def imported_slice(
+    namespace: str,
+    name: str,
+    service: str,
+    cluster: str,
+    *,
+    endpoints: Iterable[str | Mapping[str, Any]] = (),
+    ports: Iterable[tuple[str, int, str] | Mapping[str, Any]] = (),
+    address_type: str = "IPv4",
+) -> Obj:
+    """An EndpointSlice an MCS controller imported for ServiceImport ``service`` from
+    ``cluster`` (the multicluster.kubernetes.io labels, no kubernetes.io/service-name)."""
+    return endpoint_slice(namespace, name, None, endpoints=endpoints, ports=ports,
+                          address_type=address_type, labels={
+                              "multicluster.kubernetes.io/service-name": service,
+                              "multicluster.kubernetes.io/source-cluster": cluster})
 
 
 def namespace(name: str, *, labels: Mapping[str, str] | None = None) -> Obj:
@@ -395,7 +433,7 @@ class _Handler(BaseHTTPRequestHandler):
         if failure is not None:
             self._send(rec, failure.status, failure.body)
             return
-        if kind is None:
+        if kind is None or kind in fake.absent:
             self._send(rec, 404, _status(404, "NotFound", f"the server could not find {rec.path}"))
             return
         try:
@@ -626,6 +664,8 @@ class FakeApiServer:
         self.bookmark_interval = bookmark_interval
         self.gone_mode = gone_mode
         self.history_limit = history_limit
+        self.absent: set[str] = set()
+        """Kinds answered 404 (a CRD that is not installed)."""
         self.required_token: str | None = None
         """When set, requests without ``Authorization: Bearer <required_token>`` get 401."""
         self.on_list_page: Callable[[str, int], None] | None = None

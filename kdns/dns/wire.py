@@ -74,6 +74,13 @@ def patch(stored: bytes, query: bytes, end: int) -> bytes:
     return query[:2] + stored[2:12] + query[12:end] + stored[end:]
 
 
+class Framed(bytes):
+    """Several DNS messages, each with its two-byte TCP length prefix (RFC 1035 §4.2.2), to
+    be written to a TCP connection as they are: a zone transfer's reply (RFC 5936 §2.2)."""
+
+    __slots__ = ()
+
+
 class WireError(Exception):
     """The query cannot be served; ``reply`` is what to send back (``None``: send nothing)."""
 

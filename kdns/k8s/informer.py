@@ -43,6 +43,9 @@ PATHS = {
     "endpointslices": "/apis/discovery.k8s.io/v1/endpointslices",
     "namespaces": "/api/v1/namespaces",
     "pods": "/api/v1/pods",
+    "serviceimports": "/apis/multicluster.x-k8s.io/v1alpha1/serviceimports",
+    # Imported slices are EndpointSlices; their spec's label selector picks the MCS ones.
+    "importedslices": "/apis/discovery.k8s.io/v1/endpointslices",
 }
 """Cluster-wide collection path per resource."""
 
@@ -56,6 +59,14 @@ class _Gone(Exception):
 
 class _Failure(Exception):
     """The API answered, but not usefully (bad status, garbage body)."""
+
+
+class _Absent(Exception):
+    """404 on the list of an optional resource: its CRD is not installed."""
+
+
+ABSENT_RETRY = 60.0
+"""How often an optional resource found absent (404) is looked for again."""
 
 
 class _StreamBroken(Exception):
@@ -116,6 +127,8 @@ class _Informer:
                     if self.rv is None:
                         self.rv = self._list()
                     self._watch()
+                except _Absent as exc:
+                    self._absent(str(exc))
                 except _Gone:
                     if stop.is_set():
                         break
@@ -145,6 +158,21 @@ class _Informer:
                     client.close()
                 except Exception:  # closing a pool must never turn stop() into a crash
                     log.debug("%s: closing the API client failed", self.kind, exc_info=True)
+
+    def _absent(self, reason: str) -> None:
+        """An optional resource's API is not there (a CRD not installed, e.g. ServiceImport
+        without an MCS controller). That is a state, not an outage: serve it as an empty list
+        (so readiness is not held and the zone answers NXDOMAIN, not SERVFAIL), say so once,
+        and look again every ABSENT_RETRY seconds."""
+        if not self.synced or self._failures == 0:
+            log.warning("%s: %s is not served by the API server (%s); treating it as empty and "
+                        "checking again every %.0f s (is its CRD installed?)", self.kind,
+                        self.path, reason, ABSENT_RETRY)
+        self._failures += 1
+        self.sink.begin_list(self.kind)
+        self.sink.end_list(self.kind, set())
+        self.synced = True
+        self.source._stop.wait(ABSENT_RETRY)
 
     def _quick_pause(self) -> None:
         """The first quick retry (410, broken stream) is immediate; repeats back off."""
@@ -265,6 +293,8 @@ class _Informer:
                 continue
             if resp.status == 410:
                 raise _Failure(_status_reason(resp.status, body))
+            if resp.status == 404 and self.spec.optional:
+                raise _Absent(_status_reason(resp.status, body))
             if resp.status != 200:
                 raise _Failure(_status_reason(resp.status, body))
             try:

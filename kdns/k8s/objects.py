@@ -308,3 +308,19 @@ PARSERS = {
     "pods": parse_pod,
 }
 """Parser per API resource (plural name), used by the informers and the manifest source."""
+
+
+def _mcs(name: str) -> Any:
+    """A parser of the Multi-Cluster Services kinds, which live in kdns.k8s.mcs (a module that
+    builds on this one, so it is looked up when first called, not imported here)."""
+
+    def parse(obj: Any) -> Any:
+        from kdns.k8s import mcs
+
+        return getattr(mcs, name)(obj)
+
+    return parse
+
+
+PARSERS["serviceimports"] = _mcs("parse_service_import")
+PARSERS["importedslices"] = _mcs("parse_imported_slice")

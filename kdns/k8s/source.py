@@ -16,7 +16,11 @@ from typing import Any, Protocol
 Key = tuple[str, str]
 """(namespace, name); namespace is "" for cluster-scoped objects."""
 
-RESOURCES = ("services", "endpointslices", "namespaces", "pods")
+RESOURCES = ("services", "endpointslices", "namespaces", "pods", "serviceimports",
+             "importedslices")
+"""``serviceimports`` and ``importedslices`` (EndpointSlices labelled
+``multicluster.kubernetes.io/service-name``) feed the kubernetes plugin's ``multicluster``
+zones only (kdns.k8s.mcs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +31,9 @@ class ResourceSpec:
     """One of :data:`RESOURCES`."""
     label_selector: str | None = None
     field_selector: str | None = None
+    optional: bool = False
+    """The resource may not exist on the API server (a CRD not installed): a 404 on list is
+    logged once, served as an empty list and retried slowly (kdns.k8s.informer)."""
 
 
 class Sink(Protocol):

@@ -59,6 +59,9 @@ class Response:
     """With ``fast``: a token the server counts this reply's fast-path replays under, so the
     plugin can report them (the cache's hits); read at scrape time from
     ``ctx.process["replays"]`` (token -> replays so far)."""
+    more: tuple[bytes, ...] = ()
+    """Further complete messages sent after ``msg`` on the same TCP connection (a zone
+    transfer, RFC 5936 §2.2); already encoded, each at most 65535 bytes."""
 
 
 Next = Callable[[Request], Response]
@@ -128,6 +131,34 @@ class Metadata:
                 values.update(p.metadata(self._req))
             self._values = values
         return self._values.get(label)
+
+
+class Transferer(Protocol):
+    """A plugin whose zones the *transfer* plugin can send out (AXFR) and NOTIFY about.
+
+    Published in ``ctx.shared["transferers"]`` by the plugin's setup, so *transfer* never
+    imports it (CoreDNS's ``transfer.Transferer``).
+    """
+
+    zones: tuple[str, ...]
+
+    def authoritative(self, zone: str) -> bool:
+        """``zone`` (lower case, trailing dot) is one this plugin can transfer."""
+        ...
+
+    def serial(self, zone: str) -> int | None:
+        """The zone's current SOA serial; None while there is nothing to serve yet."""
+        ...
+
+    def version(self, zone: str) -> int:
+        """A number that changes whenever the zone's data may have (transfers are cached
+        under it)."""
+        ...
+
+    def records(self, zone: str) -> tuple[int, int, list[Any]] | None:
+        """(serial, version, every record of the zone with its SOA first, the closing SOA not
+        repeated), taken from one consistent snapshot; None while there is nothing to serve."""
+        ...
 
 
 class Generation:

@@ -40,6 +40,7 @@ ORDER: tuple[str, ...] = (
     "chaos",
     "cache",
     "template",
+    "transfer",
     "hosts",
     "k8s_external",
     "kubernetes",
@@ -83,6 +84,7 @@ IMPLEMENTED: dict[str, str] = {
     "template": "kdns.plugins.template.setup",
     "metadata": "kdns.plugins.metadata.setup",
     "k8s_external": "kdns.plugins.k8s_external.setup",
+    "transfer": "kdns.plugins.transfer.setup",
 }
 """Directive -> module with ``setup(directive, ctx)``."""
 
@@ -98,7 +100,7 @@ KNOWN_COREDNS = frozenset(
     }
 )
 
-REPEATABLE = frozenset({"rewrite", "acl", "bind", "template", "log", "forward"})
+REPEATABLE = frozenset({"rewrite", "acl", "bind", "template", "log", "forward", "transfer"})
 """Directives that may appear several times in a block; their setup returns the handler the
 first time and ``None`` after (adding rules to it). ``bind`` has no handler: each line adds
 addresses to the block's ``listen_hosts``."""

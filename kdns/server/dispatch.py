@@ -17,6 +17,7 @@ comparison per query keeps precomputed bytes from outliving the data they were b
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -201,6 +202,13 @@ class Dispatcher:
             return None
         # req.max_size, not max_size: a plugin (bufsize) may have lowered it for this query.
         out = wire.encode(self._with_opt(resp.msg, query), req.max_size)
+        if resp.more and self.proto == "tcp":
+            # A zone transfer: several messages, framed here and written as one by the TCP
+            # listener (see Framed).
+            self._count(zone.name, query.qtype, out, resp.plugin, len(data), query.do, started)
+            self._log(req, out, started)
+            return wire.Framed(b"".join(struct.pack("!H", len(m)) + m
+                                        for m in (out, *resp.more)))
         if resp.fast and zone.fast_ok and resp.generation == GENERATION.value:
             k = wire.fast_key(data)
             if k is not None and wire.patchable(out, data):

@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
+from kdns.dns import wire
 from kdns.plugins.base import WouldBlock
 from kdns.server.dispatch import Dispatcher
 
@@ -377,7 +378,10 @@ class TcpListener:
                     # RFC 7766 §6.2.4: a message we will not answer ends the connection.
                     return
                 conn.settimeout(limits.tcp_write)
-                conn.sendall(struct.pack("!H", len(reply)) + reply)
+                if type(reply) is wire.Framed:  # a zone transfer: already framed messages
+                    conn.sendall(reply)
+                else:
+                    conn.sendall(struct.pack("!H", len(reply)) + reply)
                 answered += 1
                 if limits.tcp_queries and answered >= limits.tcp_queries:
                     self.query_limited += 1

@@ -207,6 +207,7 @@ def run(fd: int) -> int:
             "source_hub": hub,
             "loop_seed": hello["loop_seed"],
             "loop_probe": index == 0 and hello["restarts"] == 0,
+            "worker_index": index,  # transfer: only worker 0 sends NOTIFY
             # The supervisor polls the Corefile and sends "reload"; no poller of our own.
             "reload_owner": "supervisor",
         })

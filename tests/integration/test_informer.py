@@ -471,7 +471,7 @@ def test_stop_is_prompt(state: str, api: FakeApiServer, sources: list[ApiSource]
     sink = Sink()
     src = start(api, sources, sink, kinds=tuple(RESOURCES),
                 backoff_initial=5.0, backoff_max=5.0)
-    wait_for(lambda: api.open_watches() == 4)
+    wait_for(lambda: api.open_watches() == len(RESOURCES))
     if state == "stalled":
         api.stall_watches(True)
     elif state == "backing-off":

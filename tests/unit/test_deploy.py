@@ -36,6 +36,7 @@ from kdns.config.parser import parse_corefile
 from kdns.k8s.informer import PATHS
 from kdns.plugins import registry
 from kdns.plugins.kubernetes import setup as k8s_setup
+from kdns.plugins.kubernetes.multicluster import mc_resource_specs
 from kdns.plugins.setup_context import Overrides, SetupContext
 from kdns.server.app import DEFAULT_DNS_PORT, KdnsServer, ServeOptions
 
@@ -49,9 +50,10 @@ KITS = {
     "base": DEPLOY / "base",
     "autopath": DEPLOY / "overlays" / "autopath",
     "multicore": DEPLOY / "overlays" / "multicore",
+    "multicluster": DEPLOY / "overlays" / "multicluster",
     "nodelocal": DEPLOY / "nodelocal",
 }
-CLUSTER_DNS_KITS = ("base", "autopath", "multicore")
+CLUSTER_DNS_KITS = ("base", "autopath", "multicore", "multicluster")
 """The kits that run kdns as the cluster DNS (with the kubernetes plugin)."""
 
 KDNS_CONTAINER = "kdns"
@@ -289,7 +291,12 @@ def watched(kit: str) -> set[tuple[str, str]]:
     for block, d in directives(corefile_blocks(kit), "kubernetes"):
         ctx = SetupContext(block.keys, KITS[kit], Overrides())
         cfg = k8s_setup.parse_config(d, ctx, local_ips=("192.0.2.1",))
-        out |= {(_api_group(k), k) for k in cfg.kinds}
+        kinds = list(cfg.kinds)
+        if cfg.multicluster:
+            kinds += [spec.kind for spec in mc_resource_specs(cfg)]
+        # the resource is the collection path's last segment (imported slices are
+        # endpointslices with a label selector)
+        out |= {(_api_group(k), PATHS[k].rsplit("/", 1)[1]) for k in kinds}
     return out
 
 
@@ -328,6 +335,13 @@ def test_pods_are_watched_and_granted_only_in_the_autopath_overlay() -> None:
     assert pods not in watched("base") and pods not in granted(render("base"))
     assert pods in watched("autopath") and pods in granted(render("autopath"))
     assert any(True for _ in directives(corefile_blocks("autopath"), "autopath"))
+
+
+def test_serviceimports_are_watched_and_granted_only_in_the_multicluster_overlay() -> None:
+    imports = ("multicluster.x-k8s.io", "serviceimports")
+    for kit in CLUSTER_DNS_KITS:
+        assert (imports in watched(kit)) == (kit == "multicluster")
+        assert (imports in granted(render(kit))) == (kit == "multicluster")
 
 
 def test_nodelocal_has_no_api_access() -> None:

@@ -147,8 +147,9 @@ ERRORS = [
     (("resyncperiod 1m",), "Corefile:3:9: kubernetes: unknown property 'resyncperiod'"),
     (("ttl 5", "upstream"), "Corefile:4:9: kubernetes: unknown property 'upstream'"),
     (("multicluster clusterset.local",),
-     "Corefile:3:9: kubernetes: multicluster (MCS ServiceImport zones) is not supported by "
-     "kdns yet"),
+     "Corefile:3:22: kubernetes: multicluster zone 'clusterset.local.' is not one of the "
+     "plugin's zones (cluster.local., in-addr.arpa., ip6.arpa.); list it after "
+     "'kubernetes' too"),
     (("zonal",),
      "Corefile:3:9: kubernetes: zonal (zone-scoped headless names) is not supported by kdns yet"),
     (("namespaces a", "namespace_labels x=y"),

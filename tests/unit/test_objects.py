@@ -274,7 +274,8 @@ def test_meta_of_never_raises() -> None:
 
 
 def test_parsers_table() -> None:
-    assert set(PARSERS) == {"services", "endpointslices", "namespaces", "pods"}
+    assert set(PARSERS) == {"services", "endpointslices", "namespaces", "pods",
+                            "serviceimports", "importedslices"}
 
 
 @pytest.mark.parametrize("kind", sorted(PARSERS))

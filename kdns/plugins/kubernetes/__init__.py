@@ -2,5 +2,7 @@
 immutable view of Services, EndpointSlices, Namespaces and (with ``pods verified``) Pods.
 
 ``setup`` parses the directive, ``view`` keeps the cluster state, ``answer`` is the pure record
-logic, ``handler`` serves and runs the source. See README.md.
+logic, ``handler`` serves and runs the source. ``xfr`` enumerates the zone for the *transfer*
+plugin; ``mcview``, ``mcanswer`` and ``multicluster`` serve the ``multicluster`` (clusterset)
+zones from ServiceImports. See README.md.
 """

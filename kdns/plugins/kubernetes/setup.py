@@ -68,6 +68,8 @@ class KubernetesConfig:
     """Addresses of this host, published as the glue of ``ns.dns.<zone>``."""
     kinds: tuple[str, ...] = field(default=("services", "endpointslices", "namespaces"))
     """Resources to watch, derived from the options."""
+    multicluster: tuple[str, ...] = ()
+    """Zones (among ``zones``) answered from ServiceImports (KEP-1645), not Services."""
 
     def resource_specs(self) -> list[ResourceSpec]:
         """What the source lists and watches: ``labels`` narrows the namespaced kinds,
@@ -156,7 +158,6 @@ def _int(d: Directive, lo: int, hi: int | None = None) -> int:
 
 
 _UNSUPPORTED = {
-    "multicluster": "multicluster (MCS ServiceImport zones) is not supported by kdns yet",
     "zonal": "zonal (zone-scoped headless names) is not supported by kdns yet",
 }
 
@@ -169,6 +170,7 @@ def parse_config(
     forward = [z for z in zones if not is_reverse(z)]
     if not forward:
         raise error(directive, NAME, "at least one non-reverse zone is required")
+    multicluster: list[str] = []
 
     opts: dict[str, object] = {}
     namespaces: list[str] = []
@@ -246,6 +248,16 @@ def parse_config(
             opts["apiserver_burst"] = _int(d, 0)
         elif opt == "apiserver_max_inflight":
             opts["apiserver_max_inflight"] = _int(d, 0)
+        elif opt == "multicluster":
+            _nargs(d, 1, 1 << 30)
+            for tok in d.args:
+                for z in _zones_of([tok]):
+                    # CoreDNS: the multicluster zones must be zones the plugin serves.
+                    if z not in zones or is_reverse(z):
+                        raise error(tok, NAME, f"multicluster zone {z!r} is not one of the "
+                                    f"plugin's zones ({', '.join(zones)}); list it after "
+                                    "'kubernetes' too")
+                    multicluster.append(z)
         else:
             raise error(d, NAME, f"unknown property '{opt}'")
 
@@ -255,6 +267,16 @@ def parse_config(
     if "manifests" in opts and ("endpoint" in opts or "kubeconfig" in opts):
         raise error(seen["manifests"], NAME,
                     "manifests cannot be combined with endpoint or kubeconfig")
+
+    if multicluster:
+        if "manifests" in opts:
+            raise error(seen["multicluster"], NAME,
+                        "multicluster reads ServiceImports from the API server; it cannot be "
+                        "combined with manifests")
+        forward = [z for z in forward if z not in multicluster]
+        if not forward:
+            raise error(seen["multicluster"], NAME,
+                        "at least one zone must be a cluster zone, not multicluster")
 
     # Process flags fill in only when the Corefile does not say where the objects come from,
     # so an explicit Corefile stays the single source of truth.
@@ -280,6 +302,7 @@ def parse_config(
         namespaces=frozenset(namespaces),
         local_ips=local_ips if local_ips is not None else local_addresses(),
         kinds=tuple(kinds),
+        multicluster=tuple(dict.fromkeys(multicluster)),
         **opts,  # type: ignore[arg-type]
     )
 
@@ -293,8 +316,18 @@ def setup(directive: Directive, ctx: SetupContext) -> KubernetesHandler:
     # In a worker of `kdns serve --workers N` the objects come from the supervisor's one shared
     # source per configuration, not from watches of this process's own.
     hub = ctx.process.get("source_hub")
-    handler = KubernetesHandler(cfg, source_factory=hub.factory(cfg) if hub else None)
+    factory = hub.factory(cfg) if hub else None
+    if cfg.multicluster:
+        from kdns.plugins.kubernetes.multicluster import MulticlusterHandler
+
+        handler: KubernetesHandler = MulticlusterHandler(cfg, source_factory=factory)
+    else:
+        handler = KubernetesHandler(cfg, source_factory=factory)
     ctx.shared[NAME] = handler
+    # The transfer plugin finds zone sources here (kdns.plugins.base.Transferer).
+    from kdns.plugins.kubernetes.xfr import KubernetesTransfer
+
+    ctx.shared.setdefault("transferers", []).append(KubernetesTransfer(handler))
     return handler
 
 

@@ -223,6 +223,17 @@ class View:
     def service_count(self) -> int:
         return sum(len(p) for p in self._entries)
 
+    # Zone transfer (kubernetes/xfr.py) enumerates the zone through these two; the query path
+    # never iterates.
+    def services(self) -> Iterator[SvcEntry]:
+        """Every Service entry, in no particular order."""
+        for part in self._entries:
+            yield from part.values()
+
+    def namespaces(self) -> frozenset[str]:
+        """Every exposed namespace."""
+        return self._namespaces
+
     def replace_stale(self, stale: bool) -> View:
         """The same data with another staleness flag (answers do not depend on it, so the
         generation stays and the fast path keeps its replies)."""
@@ -308,6 +319,8 @@ class ViewBuilder:
         self._stale: set[str] = set()
         self._pending = False
         self._modified = int(now())
+        self._reserial = False
+        """The last publish reused the previous SOA serial (see _publish_locked)."""
         self._last_publish = 0.0
         self._view = View.empty()
         self._synced_event = threading.Event()
@@ -644,12 +657,22 @@ class ViewBuilder:
         t0 = time.perf_counter()
         prev, dirty = self._view, self._dirty
         first = not prev.synced
+        serial = self._modified
+        self._reserial = False
+        if not first and serial <= prev.serial:
+            # Zone transfer: two different views must never share a SOA serial, or a secondary
+            # that copied the first would never fetch the second. Serials are seconds, so a
+            # second change within one second keeps the serial now and is re-published under
+            # the next second's serial by _run (never ahead of the clock, so the serial stays
+            # monotonic across restarts).
+            serial = prev.serial
+            self._reserial = True
         view = View(
             self._entries.freeze(),
             self._reverse.freeze(),
             frozenset(self._namespaces) if first or "namespaces" in dirty else prev._namespaces,
             self._pod_ns.freeze(),
-            serial=self._modified,
+            serial=serial,
             synced=True,
             stale=bool(self._stale),
             generation=GENERATION.bump(),
@@ -693,6 +716,15 @@ class ViewBuilder:
         with self._cond:
             while not self._stopping:
                 if not self._can_publish():
+                    if self._reserial:  # see _publish_locked: the next second's serial
+                        wait = self._view.serial + 1 - self._now()
+                        if wait > 0:
+                            self._cond.wait(wait)
+                            continue
+                        self._reserial = False
+                        self._modified = max(self._modified, int(self._now()))
+                        self._pending = True
+                        continue
                     self._cond.wait()
                     continue
                 wait = self._last_publish + self._interval - time.monotonic()
