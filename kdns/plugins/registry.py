@@ -15,26 +15,46 @@ from kdns.config.model import Directive
 from kdns.plugins.setup_context import SetupContext
 
 ORDER: tuple[str, ...] = (
+    "metadata",
     "timeouts",
     "limits",
     "reload",
+    "nsid",
+    "bufsize",
+    "bind",
+    "debug",
     "ready",
     "health",
     "prometheus",
     "errors",
     "log",
-    "loadbalance",
-    "rewrite",
-    "autopath",
+    "dnstap",
+    "local",
+    "dns64",
     "acl",
+    "any",
+    "chaos",
+    "loadbalance",
     "cache",
+    "rewrite",
+    "header",
+    "autopath",
+    "minimal",
+    "template",
+    "transfer",
     "hosts",
+    "k8s_external",
     "kubernetes",
     "file",
     "loop",
     "forward",
+    "whoami",
 )
-"""Execution order (a subset of CoreDNS's plugin.cfg, same relative order)."""
+"""Execution order: CoreDNS's plugin.cfg order restricted to the directives kdns implements or
+plans to (tests/unit/test_registry_order.py holds a copy of plugin.cfg and checks it). Order
+matters for what a plugin sees: acl runs before rewrite, so it judges the name the client sent;
+cache runs before rewrite, so it is keyed by that name too. ``limits`` is kdns's own and sits
+next to ``timeouts``, the other listener setting."""
 
 IMPLEMENTED: dict[str, str] = {
     "errors": "kdns.plugins.errors.setup",
