@@ -3,8 +3,10 @@
 
 A script, not a test. It owns one fuzzing session:
 
-1. builds an in-process kdns over the demo cluster (``zones/demo``; the kubernetes plugin
-   reads the manifests, no sockets are bound) and takes its UDP dispatcher;
+1. builds an in-process kdns in the kubeadm setting (tests/kubeadm.py: kubeadm's Corefile with
+   cache, forward to a dnsmasq it starts on 127.0.0.1, loadbalance, loop, prometheus, over a
+   fake API server whose EndpointSlices change every 50 ms; no DNS sockets are bound) and
+   takes its UDP dispatcher (``--setting kubernetes``: the demo manifests, kubernetes only);
 2. feeds every input datagram to ``Dispatcher.serve`` twice (the second answer may come from
    the fast path), then a valid query, and checks the same reply invariants as the
    property-based tests (``check_reply`` in tests/unit/test_fuzz_wire.py): the reply parses
@@ -70,42 +72,76 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "directory, printed at the end)")
     p.add_argument("--max-len", type=int, default=1500, help="largest input (bytes)")
     p.add_argument("--seed", type=int, default=0, help="libFuzzer seed (0: random)")
+    p.add_argument("--setting", choices=("kubeadm", "kubernetes"), default="kubeadm",
+                   help="kubeadm: kubeadm's Corefile, a local dnsmasq upstream and EndpointSlice "
+                        "churn (default); kubernetes: the kubernetes plugin alone")
     args = p.parse_args(argv)
     if args.runs <= 0 and args.seconds <= 0:
         p.error("give --runs or --seconds (or both): a session must end")
     return args
 
 
-def build_server() -> Any:
-    """The demo server's chain, plugins started, no listeners (imported here, so after
-    atheris has started instrumenting)."""
+def build_server(setting: str, stops: list[Callable[[], object]]) -> Any:
+    """The server's chain, plugins started, no listeners (imported here, so after atheris has
+    started instrumenting). ``kubeadm``: kubeadm's Corefile over a fake API server whose
+    EndpointSlices change every 50 ms, forwarding to a local dnsmasq (tests/kubeadm.py);
+    ``kubernetes``: the kubernetes plugin alone over the demo manifests. What must be stopped
+    at the end is appended to ``stops``."""
     from kdns.config.parser import parse_corefile
     from kdns.server.app import KdnsServer, ServeOptions
 
     demo = REPO / "zones" / "demo"
-    corefile = (
-        ".:53 {\n    errors\n"
-        "    kubernetes cluster.local in-addr.arpa ip6.arpa {\n"
-        f"        manifests {demo}\n        pods insecure\n"
-        "        fallthrough in-addr.arpa ip6.arpa\n        ttl 30\n    }\n}\n"
-    )
-    server = KdnsServer(parse_corefile(corefile, "fuzz-Corefile"), ServeOptions(config_dir=demo))
+    if setting == "kubernetes":
+        corefile = (
+            ".:53 {\n    errors\n"
+            "    kubernetes cluster.local in-addr.arpa ip6.arpa {\n"
+            f"        manifests {demo}\n        pods insecure\n"
+            "        fallthrough in-addr.arpa ip6.arpa\n        ttl 30\n    }\n}\n"
+        )
+        config_dir = demo
+    else:
+        from tests import fakeapi
+        from tests.kubeadm import (
+            SliceChurn,
+            Upstream,
+            free_udp_port,
+            kubeadm_corefile,
+            seed_basics,
+        )
+
+        config_dir = Path(tempfile.mkdtemp(prefix="kdns-fuzz-kubeadm-"))
+        stops.append(lambda: shutil.rmtree(config_dir, ignore_errors=True))
+        api = fakeapi.FakeApiServer(bookmark_interval=0.5).start()
+        stops.append(api.stop)
+        seed_basics(api)
+        churn = SliceChurn(api, interval=0.05)
+        upstream = Upstream(config_dir).start()
+        stops.append(upstream.stop)
+        kubeconfig = api.write_kubeconfig(str(config_dir / "kubeconfig"))
+        corefile = kubeadm_corefile(f"kubeconfig {kubeconfig}", upstream.port,
+                                    ready=free_udp_port(), prometheus=free_udp_port())
+        churn.start()
+        stops.append(churn.stop)
+    server = KdnsServer(parse_corefile(corefile, "fuzz-Corefile"),
+                        ServeOptions(config_dir=config_dir, http=False))
     server.build()
     server.start_plugins()
+    stops.append(server.stop)
     return server
 
 
 class Session:
     """One fuzzing session: the target callback, its counters, and the way out."""
 
-    def __init__(self, args: argparse.Namespace, dispatcher: Any, server: Any,
+    def __init__(self, args: argparse.Namespace, dispatcher: Any,
+                 stops: list[Callable[[], object]],
                  check_reply: Callable[[bytes, bytes | None], object], artifacts: Path,
                  cleanup: list[Path]) -> None:
         import dns.message
 
         self.args = args
         self.dispatcher = dispatcher
-        self.server = server
+        self.stops = stops
         self.check_reply = check_reply
         self.artifacts = artifacts
         self.cleanup = cleanup
@@ -162,7 +198,11 @@ class Session:
             self.cleanup.append(self.artifacts)  # an empty temporary directory
         print(f"inputs tried: {self.tried}, crashes: {self.crashes}", flush=True)
         try:
-            self.server.stop()
+            for stop in reversed(self.stops):
+                try:
+                    stop()
+                except Exception as err:  # the summary must still come out
+                    print(f"stopping failed: {err}", file=sys.stderr)
         finally:
             for p in self.cleanup:
                 shutil.rmtree(p, ignore_errors=True)
@@ -187,7 +227,8 @@ def main(argv: list[str]) -> int:
 
         from kdns.dns import wire  # noqa: F401
         from kdns.server import app, dispatch  # noqa: F401
-        server = build_server()
+        stops: list[Callable[[], object]] = []
+        server = build_server(args.setting, stops)
     import dns.message
 
     from tests.unit.test_fuzz_wire import check_reply
@@ -204,7 +245,7 @@ def main(argv: list[str]) -> int:
     artifacts = args.artifacts or Path(tempfile.mkdtemp(prefix="kdns-fuzz-crashes-"))
     artifacts.mkdir(parents=True, exist_ok=True)
 
-    session = Session(args, server.dispatcher("udp"), server, check_reply, artifacts, cleanup)
+    session = Session(args, server.dispatcher("udp"), stops, check_reply, artifacts, cleanup)
     libfuzzer = [sys.argv[0], f"-max_len={args.max_len}", "-timeout=10", "-rss_limit_mb=4096",
                  f"-seed={args.seed}", "-print_final_stats=0", str(corpus)]
     if args.seconds > 0:  # a backstop: the session itself stops at the deadline

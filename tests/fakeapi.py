@@ -26,7 +26,8 @@ Typical use::
 
 Fault injection: :meth:`compact`, :meth:`drop_watches`, :meth:`set_outage` (modes "refuse",
 "close", "503"), :meth:`fail_next`, :meth:`stall_watches`, ``required_token`` (401 otherwise),
-and ``on_list_page`` (a hook called before each list page is served, e.g. to compact mid-list).
+``on_list_page`` (a hook called before each list page is served, e.g. to compact mid-list)
+and ``response_delay`` (every answer starts late; ``peak_waiting`` counts concurrent requests).
 Assert on traffic with :attr:`requests`, :meth:`count`, :meth:`list_pages`,
 :meth:`watches_opened`.
 """
@@ -402,6 +403,7 @@ class _Handler(BaseHTTPRequestHandler):
                             self.headers.get("Authorization"))
         fake._record(rec)
         try:
+            fake._delay()
             self._serve(fake, rec, kind, watch, params)
         except (OSError, _Dropped):
             self.close_connection = True
@@ -670,6 +672,11 @@ class FakeApiServer:
         """When set, requests without ``Authorization: Bearer <required_token>`` get 401."""
         self.on_list_page: Callable[[str, int], None] | None = None
         """Called as ``hook(kind, page_index)`` before each list page (0 = first page)."""
+        self.response_delay = 0.0
+        """Seconds every request waits before its answer starts (a slow API server), so the
+        number of requests waiting at once (``peak_waiting``) shows client concurrency."""
+        self.peak_waiting = 0
+        self._waiting = 0
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._kinds = {kind: _KindState() for kind in RESOURCES}
@@ -897,6 +904,19 @@ class FakeApiServer:
                 if (f.kind is None or f.kind == kind) and (f.watch is None or f.watch == watch):
                     return self._failures.pop(i)
         return None
+
+    def _delay(self) -> None:
+        delay = self.response_delay
+        if delay <= 0:
+            return
+        with self._lock:
+            self._waiting += 1
+            self.peak_waiting = max(self.peak_waiting, self._waiting)
+        try:
+            time.sleep(delay)
+        finally:
+            with self._lock:
+                self._waiting -= 1
 
     # ---- observation -------------------------------------------------------------------------
 

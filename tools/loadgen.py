@@ -21,11 +21,18 @@ NAMES = [
 """(wire name, expected rcode): two services of the demo cluster and one missing name."""
 
 
-class Load:
-    """A steady query rate from ``clients`` sockets; every query must get the right rcode."""
+def wire(name: str) -> bytes:
+    return b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
 
-    def __init__(self, port: int, rate: int, clients: int = 64) -> None:
+
+class Load:
+    """A steady query rate from ``clients`` sockets; every query must get the right rcode.
+    ``names``: (wire name, expected rcode) pairs asked in turn (default :data:`NAMES`)."""
+
+    def __init__(self, port: int, rate: int, clients: int = 64,
+                 names: list[tuple[bytes, int]] | None = None) -> None:
         self.port, self.rate = port, rate
+        self.names = names or NAMES
         self.socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(clients)]
         for s in self.socks:
             s.setblocking(False)
@@ -80,7 +87,7 @@ class Load:
             now = time.monotonic()
             while next_send <= now:
                 s = self.socks[i % len(self.socks)]
-                name, rcode = NAMES[i % len(NAMES)]
+                name, rcode = self.names[i % len(self.names)]
                 qid = random.getrandbits(16)
                 while (s.fileno(), qid) in self.outstanding:
                     qid = random.getrandbits(16)

@@ -8,6 +8,11 @@ instances) while it repeatedly starts a new instance and sends SIGTERM to the ol
 fails readiness, serves through its lameduck period, hands new datagrams to its sibling and
 answers what was queued, then exits 0.
 
+Each instance runs kubeadm's Corefile (tests/kubeadm.py: cache, forward to a dnsmasq the script
+starts, loadbalance, loop, prometheus, reload, health with lameduck) over a fake API server in
+this process whose EndpointSlices change every ``--churn-interval`` seconds; the load mixes
+cluster names, forwarded names and a churning headless Service.
+
 Everything runs on 127.0.0.1; load is bounded in rate, count and time; every process started
 is stopped by its PID. Exit status 0 only when no query was lost or answered wrongly.
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,10 +35,24 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import Load
+from loadgen import NAMES, Load, wire
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "zones" / "demo"
+sys.path.insert(0, str(ROOT))
+from tests import fakeapi  # noqa: E402
+from tests.kubeadm import (  # noqa: E402
+    EXT,
+    NX_DOMAIN,
+    SliceChurn,
+    Upstream,
+    kubeadm_corefile,
+    seed_basics,
+)
+
+LOAD_NAMES = [*NAMES, (wire(next(iter(EXT))), 0), (wire(f"gone.{NX_DOMAIN}"), 3),
+              (wire(SliceChurn.name(0)), 0)]
+"""Two cluster Services and a missing one, a forwarded name (cached), a forwarded NXDOMAIN
+and a headless Service whose EndpointSlice keeps changing."""
 
 
 def free_port() -> int:
@@ -80,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lameduck", type=float, default=2.0, help="seconds of lameduck (max 10)")
     ap.add_argument("--workers", type=int, default=1,
                     help="run each instance as kdns serve --workers N (max 8)")
+    ap.add_argument("--churn-interval", type=float, default=0.05,
+                    help="seconds between EndpointSlice changes (min 0.01)")
     args = ap.parse_args(argv)
     rate = max(1, min(args.rate, 20000))
     rollovers = max(1, min(args.rollovers, 10))
@@ -88,18 +110,24 @@ def main(argv: list[str] | None = None) -> int:
 
     port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix="kdns-rollout-"))
+    api = fakeapi.FakeApiServer(bookmark_interval=1.0).start()
+    seed_basics(api)
+    churn = SliceChurn(api, interval=max(0.01, args.churn_interval))
+    upstream = Upstream(tmp)
     corefile = tmp / "Corefile"
-    corefile.write_text(
-        f".:{port} {{\n"
-        f"    health 127.0.0.1:0 {{\n        lameduck {lameduck}s\n    }}\n"
-        f"    kubernetes cluster.local {{\n        manifests {DEMO}\n    }}\n}}\n")
     instances: list[Instance] = []
     exits: list[int] = []
-    load = Load(port, rate)
+    load = Load(port, rate, names=LOAD_NAMES)
     try:
+        upstream.start()
+        # Port 0 for the HTTP endpoints: two instances overlap during every rollover.
+        corefile.write_text(kubeadm_corefile(
+            f"kubeconfig {api.write_kubeconfig(str(tmp / 'kubeconfig'))}", upstream.port,
+            ready=0, prometheus=0, health=0, lameduck=lameduck, key=f".:{port}"))
         first = Instance(corefile, workers)
         first.wait_serving()
         instances.append(first)
+        churn.start()
         load.start()
         time.sleep(1.0)
         for n in range(rollovers):
@@ -114,11 +142,12 @@ def main(argv: list[str] | None = None) -> int:
             exits.append(code)
             print(f"rollover {n + 1}: old instance pid {old.proc.pid} exited {code} after "
                   f"{time.monotonic() - t0:.2f}s (lameduck {lameduck:g}s); "
-                  f"sent so far {load.sent}", flush=True)
+                  f"sent so far {load.sent}, slice changes {churn.ops}", flush=True)
             time.sleep(0.5)
         time.sleep(1.0)
         load.stop()
     finally:
+        churn.stop()
         for inst in instances:
             inst.terminate()
         for inst in instances:
@@ -128,14 +157,17 @@ def main(argv: list[str] | None = None) -> int:
                 inst.kill()
         for s in load.socks:
             s.close()
-        for f in tmp.iterdir():
-            f.unlink()
-        tmp.rmdir()
+        upstream.stop()
+        api.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if churn.error is not None:
+        print(f"churn failed: {churn.error!r}")
     lost = load.sent - load.answered
     print(f"queries sent: {load.sent}, answered: {load.answered}, lost: {lost}, "
-          f"wrong answers: {load.wrong}, rollovers: {rollovers}, "
+          f"wrong answers: {load.wrong}, rollovers: {rollovers}, slice changes: {churn.ops}, "
           f"instance exit codes: {exits}")
-    return 0 if lost == 0 and load.wrong == 0 and all(c == 0 for c in exits) else 1
+    ok = lost == 0 and load.wrong == 0 and all(c == 0 for c in exits) and churn.error is None
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,33 +1,47 @@
 #!/usr/bin/env python3
-"""Soak ``kdns serve`` under steady mixed DNS load and steady Service churn; check memory and answers.
+"""Soak ``kdns serve`` under steady mixed DNS load and steady cluster churn; check memory and answers.
 
-A fake Kubernetes API server (``tests/fakeapi.py``, in this process, over real HTTP) is seeded
-with 500 Services across 10 namespaces (a fifth headless with 3-endpoint slices, the ClusterIP
-ones with slices too) plus a pool of "churned" Services. kdns reads it through a kubeconfig. Then,
-for the whole run:
+kdns runs kubeadm's Corefile (``--corefile kubeadm``, the default; tests/kubeadm.py): errors,
+health with lameduck, ready, kubernetes (``pods insecure``, fallthrough, ``ttl 30``),
+prometheus, forward to a dnsmasq this script starts on 127.0.0.1 (``max_concurrent 1000``),
+cache 30 with the cluster zone disabled, loop, reload, loadbalance. ``--corefile kubernetes``
+runs the kubernetes plugin alone. A fake Kubernetes API server (``tests/fakeapi.py``, in this
+process, over real HTTP) is seeded with 500 Services across 10 namespaces (a fifth headless
+with 3-endpoint slices, the ClusterIP ones with slices too), a pool of "churned" Services and
+40 headless Services whose endpoints churn. kdns reads it through a kubeconfig. Then, for the
+whole run:
 
-* **churn**: every ``--churn-interval`` one new Service (and its EndpointSlice) is created and the
-  oldest churned one deleted, so the total stays steady; every tenth tick one churned ClusterIP is
-  changed. The script keeps the ground truth: when each churned name got which answer.
-* **load**: a steady UDP rate (``--rate``) of stable ClusterIP names (A), headless names (A, three
-  addresses), SRV, never-created names (NXDOMAIN) and churned names (live and recently deleted).
-  Every reply is matched by socket and ID and its rcode and answer set checked. A change may take
-  up to LAG (1 s) to be served, so a churned name may answer with any state it had from
-  ``sent - LAG`` until the reply arrived, and with nothing else; stable names have exactly one
-  right answer. No reply within 2 s is a lost query.
-* **sampling**: every 0.5 s a few churned names whose state has been stable for over LAG (live
-  and deleted ones) are asked on a separate socket and must match the ground truth exactly.
+* **churn**: every ``--churn-interval`` one new Service (and its EndpointSlice) is created, the
+  oldest churned one deleted, and the EndpointSlice of one churning headless Service rewritten
+  with new addresses; every tenth tick one churned ClusterIP is changed. The script keeps the
+  ground truth: when each churned name got which answer.
+* **load**: a steady UDP rate (``--rate``) of stable ClusterIP names (A), headless names (A,
+  three addresses, shuffled by loadbalance), SRV, never-created names (NXDOMAIN), churned names
+  (live and recently deleted), churning headless names, and with the kubeadm Corefile names the
+  upstream answers (through forward and cache) and forwarded NXDOMAINs. Every reply is matched
+  by socket and ID and its rcode and answer set checked. A change may take up to LAG (1 s) to
+  be served, so a churned name may answer with any state it had from ``sent - LAG`` until the
+  reply arrived, and with nothing else; stable names have exactly one right answer. No reply
+  within 2 s is a lost query.
+* **bulk** (``--bulk-rate N``, e.g. 20000): dnsperf adds N queries a second on the stable and
+  forwarded names for the whole run; its lost queries count as errors.
+* **sampling**: every 0.5 s a few churned names whose state has been stable for over LAG (live,
+  deleted and endpoint-churned ones) are asked on a separate socket and must match exactly.
 * **memory**: VmRSS of the kdns PID every 5 s; ``rss_start`` is the first reading after warm-up
   (10 s), ``rss_end`` the last one before stopping. At the end ``/metrics`` is scraped once for
-  ``coredns_dns_requests_total``, reported next to the queries the script sent.
+  ``coredns_dns_requests_total`` (A and SRV, the types sent; the loop plugin's own probes are
+  another type), reported next to the queries the script sent.
 
 Verdict PASS (exit 0) only when errors == 0 (lost + wrong + send errors + kdns ERROR log lines +
-an early exit of kdns) and rss_end <= rss_start * 1.25 + 5 MB (printed with the figures).
+bulk lost + an early exit of kdns) and rss_end <= rss_start * 1.25 + 5 MB (printed with the
+figures).
 
-127.0.0.1 only; rate, duration and object counts are bounded; kdns is stopped by its PID with
-SIGTERM (SIGKILL after 15 s), also on exceptions and Ctrl-C; the temp directory is removed.
+127.0.0.1 only; rate, duration and object counts are bounded; kdns and dnsmasq are stopped by
+their PIDs with SIGTERM (SIGKILL after 15 s), also on exceptions and Ctrl-C; the temp directory
+is removed.
 
     .venv/bin/python tools/soak.py [--minutes 10] [--rate 1000] [--churn-interval 0.1]
+                                   [--bulk-rate 20000] [--corefile kubeadm|kubernetes]
     .venv/bin/python tools/soak.py --quick      # about 20 s, for the test suite
 """
 
@@ -59,6 +73,7 @@ import dnslib
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests import fakeapi  # noqa: E402
+from tests.kubeadm import EXT, NX_DOMAIN, Upstream, dnsmasq_available, kubeadm_corefile  # noqa: E402
 
 ZONE = "cluster.local"
 NAMESPACES = 10
@@ -136,6 +151,8 @@ class Truth:
         self.histories: dict[str, History] = {}
         self.live: collections.deque[str] = collections.deque()
         self.deleted: collections.deque[str] = collections.deque()
+        self.sliced: list[str] = []
+        """Headless Services whose EndpointSlice keeps changing (never deleted)."""
         self.keep_deleted = keep_deleted
 
     def record(self, name: str, t: float, outcome: Outcome) -> None:
@@ -156,11 +173,20 @@ class Truth:
             name = pool[rng.randrange(len(pool))]
             return name, self.histories[name]
 
+    def pick_sliced(self, rng: random.Random) -> tuple[str, History] | None:
+        """A headless Service whose endpoints churn."""
+        with self.lock:
+            if not self.sliced:
+                return None
+            name = self.sliced[rng.randrange(len(self.sliced))]
+            return name, self.histories[name]
+
     def stable(self, now: float, k: int, rng: random.Random) -> list[tuple[str, History]]:
-        """Up to ``k`` live and ``k`` deleted names whose last change is older than LAG."""
+        """Up to ``k`` live, ``k`` deleted and ``k`` endpoint-churned names whose last change
+        is older than LAG."""
         out: list[tuple[str, History]] = []
         with self.lock:
-            for pool in (self.live, self.deleted):
+            for pool in (self.live, self.deleted, self.sliced):
                 names = [n for n in pool if self.histories[n][-1][0] < now - LAG - 0.1]
                 out.extend((n, self.histories[n]) for n in rng.sample(names, min(k, len(names))))
         return out
@@ -172,11 +198,16 @@ def split(name: str) -> tuple[str, str]:
 
 
 class Churn:
-    """Steady Service churn: one create + one delete per tick, an IP change every tenth tick."""
+    """Steady cluster churn: per tick one Service created and the oldest deleted, and the
+    EndpointSlice of one headless Service rewritten with new addresses; every tenth tick a
+    ClusterIP changes."""
 
-    def __init__(self, api: fakeapi.FakeApiServer, truth: Truth, interval: float, pool: int) -> None:
+    def __init__(self, api: fakeapi.FakeApiServer, truth: Truth, interval: float, pool: int,
+                 slice_pool: int = 40) -> None:
         self.api, self.truth, self.interval, self.pool = api, truth, interval, pool
+        self.slice_pool = slice_pool
         self.ops = 0
+        self.slice_ops = 0
         self.seq = 0
         self.ip_seq = 0
         self.rng = random.Random(7)
@@ -212,6 +243,42 @@ class Churn:
             self.api.delete("endpointslices", ns, f"{svc}-1")
             self.truth.record(name, t, NXDOMAIN)
         self.ops += 1
+
+    def create_sliced(self) -> None:
+        """The headless Services whose endpoints churn (``eps-<k>`` in the ten namespaces)."""
+        for k in range(self.slice_pool):
+            svc, ns = f"eps-{k}", f"ns-{k % NAMESPACES}"
+            self.api.add("services", fakeapi.service(ns, svc, headless=True,
+                                                     ports=[("http", 8080, "TCP")]))
+            with self.truth.lock:
+                t = time.monotonic()
+                ips = self._write_slice(svc, ns, create=True)
+                name = fqdn(svc, ns)
+                self.truth.sliced.append(name)
+                self.truth.record(name, t, (0, frozenset(ips)))
+
+    def _write_slice(self, svc: str, ns: str, *, create: bool = False) -> list[str]:
+        ips = [self.next_ip() for _ in range(self.rng.randrange(1, 4))]
+        obj = fakeapi.endpoint_slice(ns, f"{svc}-1", svc, ports=[("http", 8080, "TCP")],
+                                     endpoints=ips)
+        (self.api.add if create else self.api.update)("endpointslices", obj)
+        return ips
+
+    def change_slice(self) -> None:
+        """New endpoint addresses for a headless Service not changed within LAG, so at most
+        two of its states are ever in flight together."""
+        now = time.monotonic()
+        with self.truth.lock:
+            names = [n for n in self.truth.sliced
+                     if self.truth.histories[n][-1][0] < now - LAG - 0.2]
+            if not names:
+                return
+            name = self.rng.choice(names)
+            svc, ns = split(name)
+            t = time.monotonic()
+            ips = self._write_slice(svc, ns)
+            self.truth.record(name, t, (0, frozenset(ips)))
+        self.slice_ops += 1
 
     def change_ip(self) -> None:
         """A new ClusterIP for a middle-aged name stable for a while: it is not deleted within
@@ -249,6 +316,8 @@ class Churn:
                 self.create()
                 if len(self.truth.live) > self.pool:
                     self.delete_oldest()
+                if self.slice_pool:
+                    self.change_slice()
                 if tick % 10 == 5:
                     self.change_ip()
         except BaseException as err:  # reported as a soak error by the main thread
@@ -277,8 +346,13 @@ class Pending:
     history: History | None
 
 
-MIX = ("A", "A", "A", "A", "headless", "headless", "SRV", "NX", "churn", "churn")
-"""Query kinds in proportion: 40% stable A, 20% headless A, 10% SRV, 10% NXDOMAIN, 20% churned."""
+MIX = ("A", "A", "A", "headless", "headless", "SRV", "NX", "churn", "churn", "slice", "ext",
+       "extnx")
+"""Query kinds in proportion: stable ClusterIP A (3/12), headless A (2/12), SRV, NXDOMAIN,
+created/deleted Services (2/12), headless Services whose EndpointSlices churn, and with the
+kubeadm Corefile forwarded names (through cache and forward to the upstream) and forwarded
+NXDOMAINs (1/12 each). Without an upstream (``--corefile kubernetes``) those two are asked as
+stable A names instead."""
 
 
 class Load:
@@ -366,14 +440,17 @@ class Load:
     def _send(self, now: float, i: int) -> None:
         kind = MIX[i % len(MIX)]
         history: History | None = None
-        if kind == "churn":
-            picked = self.truth.pick(self.rng)
+        if kind in ("ext", "extnx") and not self.targets.get(kind):
+            kind = "A"
+        if kind in ("churn", "slice"):
+            picked = self.truth.pick(self.rng) if kind == "churn" else \
+                self.truth.pick_sliced(self.rng)
             if picked is None:
                 kind = "A"
             else:
                 name, history = picked
                 wire, qtype, outcome = wire_name(name), "A", None
-        if kind != "churn":
+        if kind not in ("churn", "slice"):
             t = self.targets[kind][self.rng.randrange(len(self.targets[kind]))]
             name, wire, qtype, outcome = t.name, t.wire, t.qtype, t.outcome
         s = self.socks[i % len(self.socks)]
@@ -510,6 +587,54 @@ def seed(api: fakeapi.FakeApiServer) -> dict[str, list[Target]]:
     return targets
 
 
+def external_targets() -> dict[str, list[Target]]:
+    """Names the upstream answers: A records through forward and cache, and NXDOMAINs."""
+    ext = [Target("ext", f"{n}.", "A", wire_name(n), (0, frozenset([ip])))
+           for n, ip in EXT.items()]
+    nx = [Target("extnx", f"n{k}.{NX_DOMAIN}.", "A", wire_name(f"n{k}.{NX_DOMAIN}"), NXDOMAIN)
+          for k in range(50)]
+    return {"ext": ext, "extnx": nx}
+
+
+class Bulk:
+    """dnsperf at a high fixed rate on the stable names (answers counted, not checked one by
+    one): what lets the soak run at tens of thousands of queries a second, beyond what the
+    checking Python client sends."""
+
+    def __init__(self, port: int, rate: int, seconds: float, targets: dict[str, list[Target]],
+                 tmp: Path) -> None:
+        self.queries = self.completed = self.lost = 0
+        self.qps = 0.0
+        self.rcodes: dict[str, int] = {}
+        self.output = ""
+        qfile = tmp / "bulk-queries.txt"
+        lines = [f"{t.name} {t.qtype}" for kind in ("A", "headless", "SRV", "NX", "ext", "extnx")
+                 for t in targets.get(kind, [])]
+        qfile.write_text("\n".join(lines) + "\n")
+        self.proc = subprocess.Popen(
+            ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile), "-l",
+             f"{seconds:.0f}", "-Q", str(rate), "-c", "8", "-q", "2000", "-t", "2"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def stop(self, timeout: float) -> None:
+        try:
+            self.output, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.output, _ = self.proc.communicate()
+        m = re.search(r"Queries sent:\s+(\d+)", self.output)
+        self.queries = int(m[1]) if m else 0
+        m = re.search(r"Queries completed:\s+(\d+)", self.output)
+        self.completed = int(m[1]) if m else 0
+        m = re.search(r"Queries lost:\s+(\d+)", self.output)
+        self.lost = int(m[1]) if m else self.queries - self.completed
+        m = re.search(r"Queries per second:\s+([\d.]+)", self.output)
+        self.qps = float(m[1]) if m else 0.0
+        m = re.search(r"Response codes:\s+(.*)", self.output)
+        if m:
+            self.rcodes = {k: int(v) for k, v in re.findall(r"([A-Z]+) (\d+)", m[1])}
+
+
 def rss_mb(pid: int) -> float | None:
     """VmRSS of ``pid`` plus its children (with ``--workers``: the supervisor and its
     workers), or None once it is gone."""
@@ -547,9 +672,17 @@ def http_get(url: str) -> tuple[int, str]:
         return 0, ""
 
 
+def metric_sum(metrics: str, name: str) -> int:
+    return int(sum(float(m.group(1)) for m in
+                   re.finditer(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", metrics, re.M)))
+
+
 def requests_total(metrics: str) -> int | None:
-    values = [float(m.group(1)) for m in
-              re.finditer(r"^coredns_dns_requests_total(?:\{[^}]*\})? (\S+)$", metrics, re.M)]
+    """Queries of the types the soak sends (A, SRV): the loop plugin's own HINFO probes are
+    counted under another type."""
+    values = [float(m.group(2)) for m in
+              re.finditer(r"^coredns_dns_requests_total(\{[^}]*\})? (\S+)$", metrics, re.M)
+              if m.group(1) is None or re.search(r'type="(A|SRV)"', m.group(1))]
     return int(sum(values)) if values else None
 
 
@@ -616,11 +749,25 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds between churn ticks (one create + one delete; min 0.01)")
     ap.add_argument("--churn-pool", type=int, default=50,
                     help="churned Services alive at once (max 5000)")
+    ap.add_argument("--slice-pool", type=int, default=40,
+                    help="headless Services whose EndpointSlice is rewritten, one per churn "
+                         "tick (0: none; max 1000)")
+    ap.add_argument("--corefile", choices=("kubeadm", "kubernetes"), default="kubeadm",
+                    help="kubeadm: kubeadm's Corefile with forward to a dnsmasq the soak starts "
+                         "(default); kubernetes: the kubernetes plugin alone")
+    ap.add_argument("--bulk-rate", type=int, default=0,
+                    help="add dnsperf at this many queries per second on the stable names "
+                         "for the whole run (0: off; max 100000), e.g. 20000")
     args = ap.parse_args(argv)
     minutes = 20 / 60 if args.quick else max(0.05, min(args.minutes, 240.0))
     warmup, rss_every = (5.0, 1.0) if args.quick else (10.0, 5.0)
     progress_every = 10 if args.quick else 12  # RSS readings between progress lines
     rate = max(1, min(args.rate, 20000))
+    bulk_rate = max(0, min(args.bulk_rate, 100_000))
+    if args.corefile == "kubeadm" and not dnsmasq_available():
+        ap.error("--corefile kubeadm needs dnsmasq (Debian dnsmasq-base; scripts/system-deps)")
+    if bulk_rate and shutil.which("dnsperf") is None:
+        ap.error("--bulk-rate needs dnsperf (Debian dnsperf; scripts/system-deps)")
     interval = max(0.01, min(args.churn_interval, 60.0))
     pool = max(1, min(args.churn_pool, 5000))
     duration = minutes * 60
@@ -628,13 +775,16 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="kdns-soak-"))
     api = fakeapi.FakeApiServer(bookmark_interval=1.0, history_limit=20_000)
     truth = Truth()
-    churn = Churn(api, truth, interval, pool)
+    churn = Churn(api, truth, interval, pool, max(0, min(args.slice_pool, 1000)))
+    upstream = Upstream(tmp) if args.corefile == "kubeadm" else None
+    bulk: Bulk | None = None
     kdns: Kdns | None = None
     load: Load | None = None
     sampler: Sampler | None = None
     rss: list[float] = []
     rss_start: float | None = None
     metrics_total: int | None = None
+    shed = 0
     exit_code: int | None = None
     early_exit = False
     try:
@@ -642,20 +792,30 @@ def main(argv: list[str] | None = None) -> int:
         targets = seed(api)
         for _ in range(pool):
             churn.create()
+        churn.create_sliced()
         churn.ops = 0  # count the churn of the run, not the initial pool
         kubeconfig = api.write_kubeconfig(str(tmp / "kubeconfig"))
         ready_port, prom_port = free_tcp_port(), free_tcp_port()
         corefile = tmp / "Corefile"
-        corefile.write_text(
-            f".:53 {{\n    errors\n    ready 127.0.0.1:{ready_port}\n"
-            f"    prometheus 127.0.0.1:{prom_port}\n"
-            f"    kubernetes {ZONE} {{\n        kubeconfig {kubeconfig}\n    }}\n}}\n")
+        if upstream is not None:
+            upstream.start()
+            targets.update(external_targets())
+            corefile.write_text(kubeadm_corefile(
+                f"kubeconfig {kubeconfig}", upstream.port, ready=ready_port,
+                prometheus=prom_port, health=free_tcp_port(), lameduck=1.0))
+        else:
+            corefile.write_text(
+                f".:53 {{\n    errors\n    ready 127.0.0.1:{ready_port}\n"
+                f"    prometheus 127.0.0.1:{prom_port}\n"
+                f"    kubernetes {ZONE} {{\n        kubeconfig {kubeconfig}\n    }}\n}}\n")
         kdns = Kdns(corefile, max(1, min(args.workers, 8)))
         print(f"soak: kdns pid {kdns.proc.pid}, temp dir {tmp}", file=sys.stderr, flush=True)
         port = kdns.wait_serving()
         poll(lambda: http_get(f"http://127.0.0.1:{ready_port}/ready")[0] == 200, 30, "/ready 200")
-        print(f"soak: serving on 127.0.0.1:{port}; {SERVICES} services + {pool} churned, "
-              f"{rate} qps for {round(minutes, 2):g} min, churn every {interval:g}s", flush=True)
+        print(f"soak: serving on 127.0.0.1:{port}; corefile {args.corefile}; {SERVICES} "
+              f"services + {pool} churned + {churn.slice_pool} with churning endpoints, "
+              f"{rate} qps checked + {bulk_rate} qps bulk for {round(minutes, 2):g} min, "
+              f"churn every {interval:g}s", flush=True)
 
         load = Load(port, rate, targets, truth)
         sampler = Sampler(port, truth)
@@ -663,6 +823,8 @@ def main(argv: list[str] | None = None) -> int:
         churn.start()
         load.start()
         sampler.start()
+        if bulk_rate:
+            bulk = Bulk(port, bulk_rate, duration, targets, tmp)
         next_rss = t0
         while True:
             now = time.monotonic()
@@ -690,20 +852,28 @@ def main(argv: list[str] | None = None) -> int:
         churn.stop()
         sampler.stop()
         load.stop()
+        if bulk is not None:
+            bulk.stop(timeout=15)
         if not early_exit:
             value = rss_mb(kdns.proc.pid)
             if value is not None:
                 rss.append(value)
             status, body = http_get(f"http://127.0.0.1:{prom_port}/metrics")
             metrics_total = requests_total(body) if status == 200 else None
+            shed = metric_sum(body, "kdns_udp_shed_total") if status == 200 else 0
     finally:
         churn.stop()
         if sampler is not None:
             sampler.stop()
         if load is not None:
             load.stop()
+        if bulk is not None and bulk.proc.poll() is None:
+            bulk.proc.kill()
+            bulk.proc.wait()
         if kdns is not None:
             exit_code = kdns.stop()
+        if upstream is not None:
+            upstream.stop()
         api.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -712,16 +882,26 @@ def main(argv: list[str] | None = None) -> int:
     log_errors = len(kdns.error_lines)
     lost = load.lost + sampler.lost
     wrong = load.wrong + sampler.wrong
+    bulk_lost = bulk.lost if bulk is not None else 0
     errors = (lost + wrong + load.send_errors + log_errors + len(thread_errors)
-              + int(early_exit) + int(exit_code != 0))
-    queries = load.sent + sampler.checked
+              + int(early_exit) + int(exit_code != 0) + bulk_lost)
+    queries = load.sent + sampler.checked + (bulk.queries if bulk is not None else 0)
     start = rss_start if rss_start is not None else (rss[0] if rss else 0.0)
     end = rss[-1] if rss else 0.0
     bound = start * RSS_FACTOR + RSS_SLACK_MB
     memory_ok = bool(rss) and end <= bound
-    mix = " ".join(f"{k}={load.by_kind[k]}" for k in ("A", "headless", "SRV", "NX", "churn"))
-    print(f"soak: mix {mix}; sampled stable churned names: {sampler.checked}")
-    print(f"soak: metrics coredns_dns_requests_total={metrics_total} vs queries sent={queries}")
+    mix = " ".join(f"{k}={load.by_kind[k]}"
+                   for k in ("A", "headless", "SRV", "NX", "churn", "slice", "ext", "extnx"))
+    print(f"soak: corefile {args.corefile}; mix {mix}; sampled stable churned names: "
+          f"{sampler.checked}; EndpointSlice changes {churn.slice_ops}")
+    if bulk is not None:
+        print(f"soak: bulk dnsperf -Q {bulk_rate}: sent {bulk.queries} completed "
+              f"{bulk.completed} lost {bulk.lost} qps {bulk.qps:.0f} rcodes {bulk.rcodes}")
+        if not bulk.queries:
+            print(f"soak:   dnsperf said: {bulk.output.strip()[-400:]}")
+            errors += 1
+    print(f"soak: metrics coredns_dns_requests_total={metrics_total} vs queries sent={queries}; "
+          f"kdns_udp_shed_total={shed}")
     print(f"soak: memory bound rss_end <= rss_start * {RSS_FACTOR:g} + {RSS_SLACK_MB:g} MB "
           f"= {bound:.1f} MB: {'ok' if memory_ok else 'EXCEEDED'}")
     print(f"soak: kdns exit code {exit_code}, ERROR log lines {log_errors}, send errors "

@@ -35,6 +35,7 @@ import urllib3
 from kdns.k8s.client import ConnectionConfig, build_api_client
 from kdns.k8s.objects import PARSERS, meta_of
 from kdns.k8s.source import RESOURCES, Key, ResourceSpec, Sink
+from kdns.k8s.throttle import ApiLimits, RequestGate
 
 log = logging.getLogger("kdns.k8s")
 
@@ -214,17 +215,23 @@ class _Informer:
         method, url, headers, _, _ = client.param_serialize(
             "GET", self.path, query_params=params,
             header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+        gate = self.source.gate
+        timeout = (self.source.connect_timeout, read_timeout)
         try:
-            rest = client.call_api(method, url, header_params=headers,
-                                   _request_timeout=(self.source.connect_timeout, read_timeout))
+            # The gate (apiserver_qps/_burst/_max_inflight) holds a slot until the headers are
+            # in, like a Go RoundTrip; reading the body (a watch stream) holds none.
+            with gate.request():
+                rest = client.call_api(method, url, header_params=headers,
+                                       _request_timeout=timeout)
         except urllib3.exceptions.ProtocolError:
             # A pooled keep-alive connection the server closed while it sat idle (HTTP allows
             # that at any time) fails at once on reuse; that is not an outage. One immediate
             # retry gets a fresh connection; a second failure is a real one.
             if self.source._stop.is_set():
                 raise
-            rest = client.call_api(method, url, header_params=headers,
-                                   _request_timeout=(self.source.connect_timeout, read_timeout))
+            with gate.request():
+                rest = client.call_api(method, url, header_params=headers,
+                                       _request_timeout=timeout)
         resp = rest.response
         with self._lock:
             self._resp = resp
@@ -415,6 +422,7 @@ class ApiSource:
         connect_timeout: float = 10.0,
         backoff_initial: float = 0.2,
         backoff_max: float = BACKOFF_MAX,
+        limits: ApiLimits | None = None,
     ) -> None:
         for spec in specs:
             if spec.kind not in RESOURCES:
@@ -429,6 +437,9 @@ class ApiSource:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self._stop = threading.Event()
+        self.limits = limits or ApiLimits()
+        self.gate = RequestGate(self.limits, self._stop)
+        """Shared by the informers: the limits are per connection, as in client-go."""
         self._informers = [_Informer(self, spec) for spec in self.specs]
         self._started = False
 
@@ -442,6 +453,13 @@ class ApiSource:
             return
         self._started = True
         log.info("watching %s from %s", ", ".join(s.kind for s in self.specs), self.describe())
+        bucket = self.limits.bucket()
+        if bucket is not None or self.limits.max_inflight:
+            log.info("API request limits: %s, %s",
+                     f"{bucket[0]:g} requests/s with bursts of {bucket[1]}" if bucket
+                     else "no rate limit",
+                     f"at most {self.limits.max_inflight} in flight"
+                     if self.limits.max_inflight else "no in-flight limit")
         for inf in self._informers:
             inf.thread.start()
 

@@ -28,17 +28,18 @@ ORDER: tuple[str, ...] = (
     "prometheus",
     "errors",
     "log",
+    "dnstap",
     "local",
     "dns64",
+    "acl",
+    "any",
+    "chaos",
     "loadbalance",
+    "cache",
     "rewrite",
     "header",
     "autopath",
     "minimal",
-    "acl",
-    "any",
-    "chaos",
-    "cache",
     "template",
     "transfer",
     "hosts",
@@ -49,7 +50,11 @@ ORDER: tuple[str, ...] = (
     "forward",
     "whoami",
 )
-"""Execution order (a subset of CoreDNS's plugin.cfg, same relative order)."""
+"""Execution order: CoreDNS's plugin.cfg order restricted to the directives kdns implements or
+plans to (tests/unit/test_registry_order.py holds a copy of plugin.cfg and checks it). Order
+matters for what a plugin sees: acl runs before rewrite, so it judges the name the client sent;
+cache runs before rewrite, so it is keyed by that name too. ``limits`` is kdns's own and sits
+next to ``timeouts``, the other listener setting."""
 
 IMPLEMENTED: dict[str, str] = {
     "errors": "kdns.plugins.errors.setup",

@@ -5,6 +5,7 @@ client is ever served to a blocked one; the counters reach the metrics collector
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import dns.exception
 import dns.flags
@@ -141,3 +142,37 @@ def test_counters_reach_the_collector(acl: Running) -> None:
     assert {k: after[k] - before.get(k, 0) for k in after} == {
         "coredns_acl_blocked_requests_total": 1, "coredns_acl_filtered_requests_total": 1,
         "coredns_acl_dropped_requests_total": 1, "coredns_acl_allowed_requests_total": 1}
+
+
+# The Corefile lists rewrite first on purpose: execution order is the registry's, not the file's.
+REWRITE_COREFILE = f"""\
+.:53 {{
+    rewrite name exact x.secret.test {KUBIA[:-1]}
+    rewrite name exact y.open.test {KUBIA[:-1]}
+    acl secret.test {{
+        block
+    }}
+    kubernetes cluster.local in-addr.arpa ip6.arpa {{
+        manifests {DEMO}
+    }}
+}}
+"""
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_acl_judges_the_name_the_client_sent_not_the_rewritten_one(
+        tmp_path: Path, tcp: bool) -> None:
+    server = start_server(REWRITE_COREFILE, tmp_path)
+    try:
+        srv = Running(server)
+        for _ in range(2):  # the second ask would be a replay, were the first one stored
+            r = ask(srv, "127.0.0.1", "x.secret.test.", tcp=tcp)
+            assert r.rcode() == dns.rcode.REFUSED and not r.answer
+        # The same rewrite for a name acl does not cover answers: the rule itself works.
+        r = ask(srv, "127.0.0.1", "y.open.test.", tcp=tcp)
+        assert r.rcode() == dns.rcode.NOERROR and addresses(r) == [KUBIA_IP]
+        assert r.question[0].name.to_text() == "y.open.test."
+        # And acl does not see the rewritten name either: the target itself is not blocked.
+        assert addresses(ask(srv, "127.0.0.1", tcp=tcp)) == [KUBIA_IP]
+    finally:
+        server.stop()

@@ -3,7 +3,8 @@
 autopath: a kdns serving manifests with ``pods verified`` and ``autopath @kubernetes``, asked by
 dnspython from different 127.0.0.x source addresses, each the IP of a pod in some namespace (or
 of none, of a hostNetwork pod, of two pods in different namespaces). Also that the fast path of
-precomputed replies never hands one client's completed answer to another.
+precomputed replies and the cache (which runs before autopath, as in CoreDNS) never hand one
+client's completed answer to another.
 
 loop: kdns forwarding to itself (and two kdns forwarding to each other) must halt with CoreDNS's
 message; ``kdns serve`` must exit non-zero; a block without a loop must not.
@@ -117,6 +118,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KdnsServer]:
         srv = start_server(f"""\
             cluster.local:53 {{
                 autopath @kubernetes
+                cache 30
                 kubernetes cluster.local {{
                     manifests {tmp / "cluster"}
                     pods verified

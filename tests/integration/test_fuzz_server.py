@@ -1,5 +1,7 @@
-"""Property-based fuzzing of the served packet path: kdns's dispatchers over the demo cluster,
-in process and over real UDP sockets (hypothesis; strategies from tests/unit/test_fuzz_wire.py).
+"""Property-based fuzzing of the served packet path: kdns's dispatchers, in process and over real
+UDP sockets (hypothesis; strategies from tests/unit/test_fuzz_wire.py), in the kubeadm setting
+(tests/kubeadm.py): kubeadm's Corefile (cache, forward to a local dnsmasq, loadbalance, loop,
+prometheus, reload...) over a fake API server whose EndpointSlices change every 50 ms.
 
 Every datagram is served twice, so a reply stored by the slow path is then served by the fast
 path too. Invariants (``check_reply``): every reply parses with dnspython, echoes the ID and,
@@ -13,8 +15,9 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import dns.message
 import dns.rcode
@@ -23,11 +26,21 @@ from hypothesis import HealthCheck, given, settings
 
 from kdns.dns import wire
 from kdns.server.dispatch import Dispatcher
+from tests import fakeapi
 from tests.conftest import DEMO_COREFILE, Running, start_server
+from tests.kubeadm import (
+    EXT,
+    KUBIA,
+    KUBIA_IP,
+    SliceChurn,
+    Upstream,
+    dnsmasq_available,
+    free_udp_port,
+    kubeadm_corefile,
+    seed_basics,
+)
 from tests.unit.test_fuzz_wire import check_reply, datagrams, expects_silence
 
-KUBIA = "kubia.default.svc.cluster.local."
-KUBIA_IP = "10.98.237.175"
 CLIENT = ("127.0.0.1", 40000)
 
 SERVER_FUZZ = settings(max_examples=250, deadline=timedelta(seconds=2),
@@ -55,6 +68,32 @@ def assert_size(data: bytes, reply: bytes | None, proto: str) -> None:
     assert len(reply) <= wire.UDP_MAX_SIZE
     if len(data) >= 12 and data[10:12] == b"\x00\x00":
         assert len(reply) <= wire.UDP_DEFAULT_SIZE
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """kdns in the kubeadm setting, under EndpointSlice churn for the whole module."""
+    if not dnsmasq_available():
+        pytest.skip("needs dnsmasq (the local upstream): scripts/system-deps")
+    tmp = tmp_path_factory.mktemp("fuzz-kubeadm")
+    with fakeapi.FakeApiServer(bookmark_interval=0.5) as api:
+        seed_basics(api)
+        churn = SliceChurn(api, interval=0.05)
+        upstream = Upstream(tmp).start()
+        try:
+            corefile = kubeadm_corefile(f"kubeconfig {api.write_kubeconfig(str(tmp / 'kc'))}",
+                                        upstream.port, ready=free_udp_port(),
+                                        prometheus=free_udp_port())
+            server = start_server(corefile, tmp)
+            try:
+                churn.start()
+                yield Running(server)
+                assert churn.error is None and churn.ops > 0
+            finally:
+                churn.stop()
+                server.stop()
+        finally:
+            upstream.stop()
 
 
 @pytest.fixture(scope="module", params=["udp", "tcp"])
@@ -154,16 +193,55 @@ def client(demo: Running) -> Iterator[socket.socket]:
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(data=datagrams())
 def test_udp_replies_are_wellformed(client: socket.socket, data: bytes) -> None:
-    # The fuzz input, then a valid query: the UDP listener answers in order, so the first
-    # datagram back is the fuzz input's reply unless the server (rightly) stayed silent. No
-    # waiting on a timeout to prove silence.
+    # The fuzz input twice, then a valid query. Replies are matched by ID, not by order: a name
+    # that goes to the upstream (forward) is answered after the cluster probe behind it. No
+    # waiting on a timeout to prove silence: the probe's reply ends the wait.
     qid = (int.from_bytes(data[:2], "big") + 1) & 0xFFFF if len(data) >= 2 else 7
     client.send(data)
     client.send(data)
     client.send(probe(qid))
-    if not expects_silence(data):
-        for _ in range(2):
-            reply = client.recv(65535)
-            check_reply(data, reply)
-            assert_size(data, reply, "udp")
-    assert_probe_answered(client.recv(65535), qid)
+    fuzz_id = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+    want = 0 if expects_silence(data) else 2
+    fuzz_replies: list[bytes] = []
+    probe_reply: bytes | None = None
+    while probe_reply is None or len(fuzz_replies) < want:
+        reply = client.recv(65535)
+        rid = int.from_bytes(reply[:2], "big")
+        if rid == qid and probe_reply is None and reply[12:].startswith(probe(qid)[12:-4]):
+            probe_reply = reply
+        elif rid == fuzz_id and len(fuzz_replies) < want:
+            fuzz_replies.append(reply)
+        # anything else: a late duplicate of an earlier example's reply
+    for reply in fuzz_replies:
+        check_reply(data, reply)
+        assert_size(data, reply, "udp")
+    assert_probe_answered(probe_reply, qid)
+
+
+def test_the_atheris_target_serves_its_seeds_in_the_kubeadm_setting() -> None:
+    """bench/fuzz_atheris.py's server (atheris itself is optional): its seeds, a forwarded
+    name and the probe are answered, and everything it started stops."""
+    import importlib.util
+
+    if not dnsmasq_available():
+        pytest.skip("needs dnsmasq (the local upstream): scripts/system-deps")
+    path = Path(__file__).resolve().parents[2] / "bench" / "fuzz_atheris.py"
+    spec = importlib.util.spec_from_file_location("fuzz_atheris", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    stops: list[Callable[[], object]] = []
+    try:
+        server = mod.build_server("kubeadm", stops)
+        d = server.dispatcher("udp")
+        for i, (name, qtype, kw) in enumerate(mod.SEED_QUERIES):
+            data = dns.message.make_query(name, qtype, id=100 + i, **kw).to_wire()
+            check_reply(data, d.serve(data, CLIENT))
+        ext = dns.message.make_query("ext3.example.com.", "A", id=99).to_wire()
+        msg = check_reply(ext, d.serve(ext, CLIENT))
+        assert msg is not None and [rd.address for rrset in msg.answer for rd in rrset] == [
+            EXT["ext3.example.com"]]
+        assert_probe_answered(d.serve(probe(4242), CLIENT), 4242)
+    finally:
+        for stop in reversed(stops):
+            stop()

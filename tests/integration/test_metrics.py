@@ -16,26 +16,38 @@ from prometheus_client.parser import text_string_to_metric_families
 from kdns.server.app import KdnsServer
 from tests.conftest import DEMO, ROOT, start_server
 
-# reference/k8s-dns-reference.md §3, by family name (counters without their _total suffix).
-REFERENCE_FAMILIES = {
-    "coredns_dns_requests", "coredns_dns_request_duration_seconds", "coredns_dns_responses",
-    "coredns_dns_request_size_bytes", "coredns_dns_response_size_bytes",
-    "coredns_dns_do_requests", "coredns_panics", "coredns_build_info", "coredns_plugin_enabled",
-    "coredns_cache_entries", "coredns_cache_hits", "coredns_cache_misses",
-    "coredns_cache_requests", "coredns_cache_prefetch", "coredns_cache_drops",
-    "coredns_cache_served_stale", "coredns_cache_evictions",
-    "coredns_proxy_request_duration_seconds", "coredns_proxy_healthcheck_failures",
-    "coredns_proxy_conn_cache_hits", "coredns_proxy_conn_cache_misses",
-    "coredns_forward_healthcheck_broken", "coredns_forward_max_concurrent_rejects",
-    "coredns_forward_requests", "coredns_forward_responses",
-    "coredns_forward_request_duration_seconds", "coredns_forward_healthcheck_failures",
-    "coredns_kubernetes_dns_programming_duration_seconds",
-    "coredns_kubernetes_rest_client_request_duration_seconds",
-    "coredns_kubernetes_rest_client_rate_limiter_duration_seconds",
-    "coredns_kubernetes_rest_client_requests", "coredns_autopath_success",
-    "coredns_health_request_duration_seconds", "coredns_health_request_failures",
-    "coredns_reload_failed", "coredns_reload_version_info", "coredns_hosts_entries",
-    "coredns_hosts_reload_timestamp_seconds",
+REFERENCE_COPY = ROOT / "tests" / "reference" / "coredns-metrics.md"
+"""A verbatim copy of the reference's §3 (CoreDNS's metric names, from its source): CI has only
+the repository. Where the reference itself sits next to the checkout, the copy is checked
+against it (test_the_reference_copy_is_current)."""
+REFERENCE = ROOT.parent / "shared" / "reference" / "k8s-dns-reference.md"
+
+
+def reference_families(text: str) -> set[str]:
+    """Family names (counters without ``_total``) of every metric in the table rows of §3.
+
+    The table abbreviates siblings: ``coredns_proxy_conn_cache_hits_total`` / ``_misses_total``
+    and ``…_rate_limiter_duration_seconds`` after ``coredns_kubernetes_rest_client_request_…``;
+    those are expanded against the full name before them in the same row."""
+    names: set[str] = set()
+    for row in (ln for ln in text.splitlines() if ln.startswith("| ")):
+        last = ""
+        for code in re.findall(r"`([^`]+)`", row.split(" | ")[0]):
+            code = code.split("{")[0]
+            if code.startswith("coredns_"):
+                last = code
+            elif code.startswith("_") and last:  # `_misses_total`: replace the last word
+                head = last.rsplit("_", 2)[0]
+                code = f"{head}{code}"
+            elif code.startswith("…"):  # `…_requests_total`
+                code = "coredns_kubernetes_rest_client" + code.lstrip("…")
+            else:
+                continue
+            names.add(code.removesuffix("_total"))
+    return names
+
+
+REFERENCE_FAMILIES = reference_families(REFERENCE_COPY.read_text()) | {
     # The acl plugin's own counters (CoreDNS plugin/acl README; not in the dashboard table).
     "coredns_acl_blocked_requests", "coredns_acl_filtered_requests",
     "coredns_acl_allowed_requests", "coredns_acl_dropped_requests",
@@ -47,6 +59,28 @@ REFERENCE_FAMILIES = {
     "coredns_template_matches", "coredns_template_template_failures",
     "coredns_template_rr_failures",
 }
+
+
+def test_the_reference_copy_is_current() -> None:
+    if not REFERENCE.exists():
+        pytest.skip(f"{REFERENCE} is not here (the copy in the repository is used)")
+    section = REFERENCE.read_text().split("## 3. ", 1)[1].split("\n---\n", 1)[0].rstrip()
+    assert "## 3. " + section + "\n" in REFERENCE_COPY.read_text()
+
+
+def test_the_reference_table_parses_to_the_known_names() -> None:
+    # Spot checks of the expansion rules, so a parsing slip cannot widen or empty the set.
+    fams = reference_families(REFERENCE_COPY.read_text())
+    for name in ("coredns_dns_requests", "coredns_dns_response_size_bytes",
+                 "coredns_proxy_conn_cache_misses", "coredns_build_info",
+                 "coredns_kubernetes_rest_client_rate_limiter_duration_seconds",
+                 "coredns_kubernetes_rest_client_requests", "coredns_hosts_entries",
+                 "coredns_cache_served_stale", "coredns_forward_healthcheck_failures"):
+        assert name in fams, name
+    assert not {n for n in fams if not re.fullmatch(r"coredns_[a-z_]+", n)}
+    # Pre-1.7 names are listed in prose only, as names no longer exported.
+    assert "coredns_dns_request_count" not in fams and "coredns_cache_size" not in fams
+    assert len(fams) == 38
 
 
 def _free_port() -> int:

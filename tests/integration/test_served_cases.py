@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import dns.flags
 import dns.message
@@ -89,6 +88,3 @@ def test_every_row_is_run_somewhere() -> None:
     assert all(c.host_dependent or c.upstream or c.qtype == "AXFR" for c in skipped)
     assert len(SOCKET_CASES) > 80
 
-
-def test_path_is_real() -> None:
-    assert Path(k8s_cases.__file__).exists()

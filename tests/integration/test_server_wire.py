@@ -165,10 +165,6 @@ def test_zone_not_served_is_refused(big: Running) -> None:
     assert r.question[0].name.to_text() == "example.com."
 
 
-def test_demo_path_exists() -> None:
-    assert Path(DEMO).is_dir()
-
-
 def test_a_server_without_bind_address_answers_ipv6_clients_too(tmp_path: Path) -> None:
     from kdns.config.parser import parse_corefile
     from kdns.server.app import KdnsServer, ServeOptions

@@ -1,6 +1,8 @@
-"""A quick run of ``tools/soak.py --quick``: kdns under mixed UDP load and Service churn from a
-fake API server for about 20 s must lose and misanswer nothing, stay within its memory bound,
-print the summary line, and leave neither its kdns process nor its temp directory behind."""
+"""A quick run of ``tools/soak.py --quick``: kdns on kubeadm's Corefile (forward to a local
+dnsmasq, cache, loadbalance, loop, prometheus...) under mixed UDP load, Service and
+EndpointSlice churn from a fake API server for about 20 s must lose and misanswer nothing, stay
+within its memory bound, print the summary line, and leave neither its kdns process, its
+dnsmasq nor its temp directory behind."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.kubeadm import dnsmasq_available
 
 REPO = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(
@@ -23,6 +27,7 @@ SUMMARY = re.compile(
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
+@pytest.mark.skipif(not dnsmasq_available(), reason="needs dnsmasq (scripts/system-deps)")
 def test_quick_soak_passes_and_cleans_up() -> None:
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "soak.py"), "--quick"], cwd=REPO,
                           capture_output=True, text=True, timeout=50)
@@ -34,6 +39,11 @@ def test_quick_soak_passes_and_cleans_up() -> None:
     # the load and the churn really ran: ~1000 qps for ~20 s, a create + a delete every 0.1 s
     assert int(m["queries"]) > 10_000 and int(m["ops"]) > 200, log
     assert 0 < float(m["start"]) <= float(m["max"]), log
+    # the kubeadm Corefile served forwarded names, and EndpointSlices changed all along
+    setting = re.search(r"soak: corefile kubeadm; mix .* ext=(\d+) extnx=(\d+); .*"
+                        r"EndpointSlice changes (\d+)", proc.stdout)
+    assert setting is not None, log
+    assert int(setting[1]) > 500 and int(setting[2]) > 500 and int(setting[3]) > 100, log
     # every query reached kdns: its own counter agrees with what was sent
     assert f"coredns_dns_requests_total={m['queries']} " in proc.stdout, log
     found = re.search(r"kdns pid (\d+), temp dir (\S+)", proc.stderr)

@@ -260,6 +260,8 @@ def test_sigterm_drains_every_worker_through_lameduck(two: Instance) -> None:
 
 def test_orphaned_workers_stop(two: Instance) -> None:
     pids = two.workers()
+    # Without workers to begin with there would be nothing to see stop.
+    assert len(pids) == 2 and all(alive(p) for p in pids)
     os.kill(two.proc.p.pid, signal.SIGKILL)
     two.proc.p.wait(timeout=5)
     until(lambda: not any(alive(p) for p in pids), timeout=10)

@@ -252,22 +252,17 @@ def _bulk(n: int) -> tuple[list[Any], list[Any]]:
 def test_50k_services_build_publish_and_memory() -> None:
     n = 50_000
     services, slices = _bulk(n)
-    t0 = time.perf_counter()
     b = _load(services, slices)
-    build = time.perf_counter() - t0
     assert b.view.service_count() == n
     del services, slices
 
     # One Service changes among 50,000: the publish hands the index parts over as they are.
-    timings = []
+    # (How long that takes is a benchmark's business: bench/scale.py measures change latency.)
     for i in range(5):
-        t1 = time.perf_counter()
         b.upsert("endpointslices", parse_endpoint_slice(kc._slice(
             "ns-7", "svc-00007-abcde", "svc-00007", [kc._ep(f"10.200.0.{i + 1}")],
             (kc._port("http", 8080),))))
         assert b.flush()
-        timings.append(time.perf_counter() - t1)
-    incremental = max(timings)
     entry = b.view.service("ns-7", "svc-00007")
     assert entry is not None and [ip for ip, _l, _p in entry.endpoints()] == ["10.200.0.5"]
     assert [e.service.name for e in b.view.ptr_services("10.200.0.5")] == ["svc-00007"]
@@ -286,12 +281,8 @@ def test_50k_services_build_publish_and_memory() -> None:
     total = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     assert b2.view.service_count() == m
-    print(f"\n{n} services x 3 endpoints: build+first publish {build * 1000:.0f} ms; "
-          f"one-service change+publish max {incremental * 1000:.2f} ms "
-          f"(publish alone {b.last_publish_seconds * 1000:.3f} ms); "
-          f"resident {total / m:.0f} B/service "
+    print(f"\n{n} services x 3 endpoints: resident {total / m:.0f} B/service "
           f"(parsed objects as handed over {parsed / m:.0f} B)")
-    assert incremental < 0.1
     assert total / m < 2048
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from kdns.plugins.file.handler import FileHandler
 
 NAME = "file"
+log = logging.getLogger("kdns.file")
 DEFAULT_RELOAD = 60.0
 DEFAULT_TTL = 3600
 """TTL of records before any ``$TTL`` or explicit TTL (miekg/dns, which CoreDNS uses, says 3600)."""
@@ -424,6 +426,8 @@ def parse_config(d: Directive, ctx: SetupContext) -> FileConfig:
             # kdns reloads on any content change (serial or not), which includes this.
             if args:
                 raise error(args[0], NAME, "reload_by_mtime takes no arguments")
+            log.info("%s: file: reload_by_mtime has no effect: kdns reloads on any change of "
+                     "the file's content", opt.loc)
         elif name == "fallthrough":
             fall = tuple(zones_of(args))
         else:

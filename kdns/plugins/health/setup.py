@@ -10,7 +10,7 @@ from __future__ import annotations
 from kdns.config.durations import parse_duration
 from kdns.config.model import Directive, error
 from kdns.plugins.base import Next, Request, Response
-from kdns.plugins.http import Route, split_addr
+from kdns.plugins.http import Route, listen_addr
 from kdns.plugins.setup_context import SetupContext
 
 
@@ -27,14 +27,7 @@ class HealthHandler:
 
 
 def setup(d: Directive, ctx: SetupContext) -> HealthHandler:
-    if len(d.args) > 1:
-        raise error(d.args[1], "health", "expected at most one address")
-    addr = d.args[0].text if d.args else ":8080"
-    if d.args:
-        try:
-            split_addr(addr, 8080)
-        except ValueError as err:
-            raise error(d.args[0], "health", str(err)) from None
+    addr = listen_addr(d, "health", ":8080", 8080)
     lameduck = 0.0
     for opt in d.block or ():
         if opt.name.text != "lameduck":

@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from kdns.config.zones import longest_zone
 from kdns.k8s.source import ResourceSpec, Sink, Source, SourceFactory
+from kdns.k8s.throttle import ApiLimits
 from kdns.plugins.answering import authoritative_reply, chase
 from kdns.plugins.base import Next, Request, Response
 from kdns.plugins.kubernetes.answer import Answer, answer
@@ -43,11 +44,13 @@ class SourceKey(NamedTuple):
     endpoint: str | None
     tls: tuple[str, str, str] | None
     specs: tuple[ResourceSpec, ...]
+    limits: ApiLimits = ApiLimits()
 
     @classmethod
     def of(cls, cfg: KubernetesConfig) -> SourceKey:
         return cls(cfg.manifests, cfg.kubeconfig, cfg.context, cfg.endpoint, cfg.tls,
-                   tuple(cfg.resource_specs()))
+                   tuple(cfg.resource_specs()),
+                   ApiLimits(cfg.apiserver_qps, cfg.apiserver_burst, cfg.apiserver_max_inflight))
 
     def factory(self) -> SourceFactory:
         """The factory for the source this key names; imported lazily so a Corefile that
@@ -63,7 +66,7 @@ class SourceKey(NamedTuple):
 
             conn = ConnectionConfig(kubeconfig=self.kubeconfig, context=self.context,
                                     endpoint=self.endpoint, tls=self.tls)
-            return ApiSource(conn, specs, sink)
+            return ApiSource(conn, specs, sink, limits=self.limits)
 
         return build
 

@@ -267,6 +267,12 @@ def parse_config(
     if "manifests" in opts and ("endpoint" in opts or "kubeconfig" in opts):
         raise error(seen["manifests"], NAME,
                     "manifests cannot be combined with endpoint or kubeconfig")
+    if "manifests" in opts:
+        for opt in ("apiserver_qps", "apiserver_burst", "apiserver_max_inflight"):
+            if opt in opts:
+                # Documented no-op: manifests make no API requests to limit.
+                log.info("%s: %s has no effect with manifests (no API requests are made)",
+                         seen[opt].loc, opt)
 
     if multicluster:
         if "manifests" in opts:

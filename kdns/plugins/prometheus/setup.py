@@ -29,7 +29,7 @@ from prometheus_client import (
 
 from kdns.config.model import Directive, error
 from kdns.plugins.base import Next, Request, Response
-from kdns.plugins.http import Route, split_addr
+from kdns.plugins.http import Route, listen_addr
 from kdns.plugins.setup_context import SetupContext
 
 
@@ -62,13 +62,7 @@ class PrometheusHandler:
 
 
 def setup(d: Directive, ctx: SetupContext) -> PrometheusHandler:
-    if len(d.args) > 1:
-        raise error(d.args[1], "prometheus", "expected at most one address")
-    addr = d.args[0].text if d.args else "localhost:9153"
-    try:
-        split_addr(addr, 9153)
-    except ValueError as err:
-        raise error(d.args[0] if d.args else d, "prometheus", str(err)) from None
+    addr = listen_addr(d, "prometheus", "localhost:9153", 9153)
     runtime_metrics = False
     tls: ssl.SSLContext | None = None
     for opt in d.block or ():

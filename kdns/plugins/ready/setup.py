@@ -18,7 +18,7 @@ from typing import Any
 
 from kdns.config.model import Directive, error
 from kdns.plugins.base import Next, Request, Response
-from kdns.plugins.http import Route, split_addr
+from kdns.plugins.http import Route, listen_addr
 from kdns.plugins.setup_context import SetupContext
 
 MONITOR_MODES = ("until-ready", "continuously")
@@ -71,13 +71,7 @@ class ReadyHandler:
 
 
 def setup(d: Directive, ctx: SetupContext) -> ReadyHandler:
-    if len(d.args) > 1:
-        raise error(d.args[1], "ready", "expected at most one address")
-    addr = d.args[0].text if d.args else ":8181"
-    try:
-        split_addr(addr, 8181)
-    except ValueError as err:
-        raise error(d.args[0] if d.args else d, "ready", str(err)) from None
+    addr = listen_addr(d, "ready", ":8181", 8181)
     monitor = "until-ready"
     for opt in d.block or ():
         if opt.name.text != "monitor":
