@@ -8,6 +8,7 @@ running server with ``--server``), so debugging shows what the server would say.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import sys
@@ -94,7 +95,8 @@ def _with_source_options(fn: Any) -> Any:
 
 def _build(conf: str | None, kubeconfig: str | None, context: str | None,
            manifests: str | None, dns_addr: str | None = None,
-           dns_port: int | None = None, workers: int = 1, log_level: str = "info") -> Any:
+           dns_port: int | None = None, workers: int = 1, log_level: str = "info",
+           resolve_trace: Any = None) -> Any:
     from kdns.server.app import KdnsServer, ServeOptions
 
     blocks, config_dir = _load(conf)
@@ -108,7 +110,35 @@ def _build(conf: str | None, kubeconfig: str | None, context: str | None,
         from kdns.server.supervisor import Supervisor
 
         return Supervisor(blocks, opts, workers, log_level=log_level).build()
-    return KdnsServer(blocks, opts).build()
+    server = KdnsServer(blocks, opts)
+    if resolve_trace is not None:
+        # Binds nothing: forward skips its self-loop guard and reports instead of sending.
+        server.process["resolve_trace"] = resolve_trace
+    return server.build()
+
+
+def _preflight(server: Any, *, probe: bool, incluster: bool = True) -> None:
+    """Fail at once, in one line, when a kubernetes plugin cannot reach its API: the
+    kubeconfig cannot be loaded (always) or the API does not answer a list (``probe``)."""
+    from kdns.k8s.client import ConnectionConfig, load_api_client, probe_api
+
+    handlers = getattr(server, "handlers", None)
+    if handlers is None:  # a --workers supervisor: its workers report for themselves
+        return
+    seen: set[ConnectionConfig] = set()
+    for h in handlers():
+        cfg = getattr(h, "cfg", None)
+        if h.name != "kubernetes" or cfg is None or cfg.manifests:
+            continue
+        conn = ConnectionConfig(kubeconfig=cfg.kubeconfig, context=cfg.context,
+                                endpoint=cfg.endpoint, tls=cfg.tls)
+        if conn in seen or (not incluster and not conn.kubeconfig and not conn.endpoint):
+            continue
+        seen.add(conn)
+        if probe:
+            probe_api(conn)
+        elif conn.kubeconfig:
+            load_api_client(conn).close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -136,6 +166,9 @@ def serve(conf: str | None, kubeconfig: str | None, context: str | None,
     try:
         server = _build(conf, kubeconfig, context, manifests, dns_addr, dns_port, workers,
                         log_level)
+        # A kubeconfig that cannot be loaded is a configuration error, not an outage to
+        # ride out; an API that does not answer yet is (the informers retry and log it).
+        _preflight(server, probe=False)
     except ConfigError as err:
         click.echo(f"kdns: {err}", err=True)
         sys.exit(EXIT_CONFIG)
@@ -175,10 +208,17 @@ def serve(conf: str | None, kubeconfig: str | None, context: str | None,
 
 @main.command()
 @click.argument("corefile", type=click.Path(dir_okay=False))
-def check(corefile: str) -> None:
-    """Parse and set up a Corefile without serving; exit 2 with a located error if invalid."""
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None, envvar="KUBECONFIG",
+              help="kubeconfig for a kubernetes plugin that does not set its own source.")
+@click.option("--context", default=None, help="kubeconfig context to use.")
+def check(corefile: str, kubeconfig: str | None, context: str | None) -> None:
+    """Parse and set up a Corefile without serving; exit 2 with a located error if invalid.
+
+    A kubernetes plugin reading a kubeconfig or an endpoint also has its API asked for one
+    small list, so bad credentials or an unreachable URL show here."""
     try:
-        _build(corefile, None, None, None)
+        _preflight(_build(corefile, kubeconfig, context, None), probe=True,
+                   incluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")))
     except (ConfigError, ValueError) as err:
         click.echo(f"kdns: {err}", err=True)
         sys.exit(EXIT_CONFIG)
@@ -188,45 +228,79 @@ def check(corefile: str) -> None:
 @main.command()
 @click.argument("name")
 @click.option("--type", "-t", "qtype", default="A", show_default=True,
-              help="Record type to ask for (A, AAAA, SRV, PTR, TXT, CNAME, ...).")
+              help="Record type to ask for (A, AAAA, SRV, PTR, TXT, CNAME, ...). An IP address "
+                   "given as NAME is always a PTR lookup.")
 @click.option("--namespace", "-n", default="default", show_default=True,
               help="Namespace of the Pod whose resolver is simulated.")
 @click.option("--zone", default="cluster.local", show_default=True, help="Cluster domain.")
 @click.option("--search", "search", multiple=True,
               help="Search domain (repeatable); default: <ns>.svc.<zone> svc.<zone> <zone>.")
-@click.option("--ndots", type=click.IntRange(0, 15), default=5, show_default=True)
+@click.option("--ndots", type=click.IntRange(0, 15), default=None,
+              help="[default: 5, or the --resolv-conf's]")
+@click.option("--resolv-conf", "resolv_conf", type=click.Path(dir_okay=False), default=None,
+              help="Take search, ndots and timeout from a Pod's resolv.conf (its nameserver "
+                   "lines are not used).")
+@click.option("--libc", type=click.Choice(["glibc", "musl", "both"]), default="both",
+              show_default=True, help="Whose stub resolver to model.")
 @click.option("--server", default=None, metavar="HOST:PORT",
               help="Ask a running DNS server instead of building one in-process.")
-@click.option("--timeout", type=click.FloatRange(0.1, 60), default=2.0, show_default=True)
+@click.option("--upstream", default=None, metavar="HOST:PORT",
+              help="Where the in-process server forwards names outside its zones (default: "
+                   "nowhere; such names are reported as 'would be forwarded upstream').")
+@click.option("--timeout", type=click.FloatRange(0.1, 60), default=None,
+              help="Seconds one step may take before it counts as a timeout "
+                   "[default: 5, or the --resolv-conf's timeout x attempts].")
 @_with_source_options
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="warning", show_default=True)
 def resolve(name: str, qtype: str, namespace: str, zone: str, search: tuple[str, ...],
-            ndots: int, server: str | None, timeout: float, conf: str | None,
+            ndots: int | None, resolv_conf: str | None, libc: str, server: str | None,
+            upstream: str | None, timeout: float | None, conf: str | None,
             kubeconfig: str | None, context: str | None, manifests: str | None,
             log_level: str) -> None:
-    """Show how a Pod's resolver would look NAME up, step by step, and what it gets."""
-    from kdns.resolve import Asker, local_asker, remote_asker, walk
+    """Show how a Pod's C library (glibc, musl) would look NAME up, step by step, and whether
+    it resolves. Exit 0: it resolves for every library shown; 1: it does not for one; 3: it
+    depends on an upstream that was not asked; 2: bad input or configuration."""
+    from kdns.resolve import (
+        Asker,
+        ForwardTrace,
+        ResolvConf,
+        local_asker,
+        read_resolv_conf,
+        remote_asker,
+        split_hostport,
+        walk,
+    )
 
     _setup_logging(log_level)
+    built = None
     try:
-        plan_search = list(search) or [f"{namespace}.svc.{zone}", f"svc.{zone}", zone]
+        rc = read_resolv_conf(resolv_conf) if resolv_conf else ResolvConf(ndots=5, attempts=1)
+        plan_search = list(search) or list(rc.search) or [
+            f"{namespace}.svc.{zone}", f"svc.{zone}", zone]
+        plan_ndots = rc.ndots if ndots is None else ndots
+        wait = timeout if timeout is not None else rc.timeout * rc.attempts
+        libs = ("glibc", "musl") if libc == "both" else (libc,)
         asker: Asker
-        built = None
         if server is not None:
-            asker = remote_asker(server, timeout)
+            if upstream is not None:
+                raise click.UsageError("--upstream applies to the in-process server only; "
+                                       "with --server the running server forwards")
+            asker = remote_asker(server, wait)
         else:
-            built = _build(conf, kubeconfig, context, manifests)
-            asker = local_asker(built)
-        result = walk(name, qtype, plan_search, ndots, asker)
+            trace = ForwardTrace(split_hostport(upstream, "--upstream") if upstream else None)
+            built = _build(conf, kubeconfig, context, manifests, resolve_trace=trace)
+            _preflight(built, probe=True)
+            asker = local_asker(built, trace, wait)
+        result = walk(name, qtype, plan_search, plan_ndots, asker, libs)
     except (ConfigError, ValueError) as err:
         click.echo(f"kdns: {err}", err=True)
         sys.exit(EXIT_CONFIG)
     finally:
-        if "built" in locals() and built is not None:
+        if built is not None:
             built.stop()
     click.echo(result.render())
-    sys.exit(0 if result.found else EXIT_NOT_FOUND)
+    sys.exit(result.exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m kdns.cli`
