@@ -240,9 +240,6 @@ def glibc(name: str, search: list[str], ndots: int, walk: _Walk, qtype: int) -> 
     bare = name.rstrip(".")
     got_nodata = got_servfail = False
     saved: str | None = None
-    last_rcode: int | None = None
-    """The rcode left in glibc's answer buffer by the last reply it read: on a timeout
-    __res_context_search tests ``hp->rcode == SERVFAIL`` on that stale buffer."""
 
     def positive(step: Step) -> Verdict:
         assert step.reply.msg is not None
@@ -254,11 +251,8 @@ def glibc(name: str, search: list[str], ndots: int, walk: _Walk, qtype: int) -> 
                        "CNAME chain; glibc takes this reply and does not search further")
 
     def ask(cand: str) -> Step:
-        nonlocal last_rcode
         i, step = walk.step(cand)
         tried.append(i)
-        if step.reply.msg is not None:
-            last_rcode = step.reply.msg.header.rcode
         return step
 
     tried_as_is = False
@@ -290,10 +284,12 @@ def glibc(name: str, search: list[str], ndots: int, walk: _Walk, qtype: int) -> 
             continue
         if step.kind == "nxdomain":
             continue
-        if step.kind == "servfail" or (step.kind == "timeout" and last_rcode == RCODE.SERVFAIL):
+        if step.kind == "servfail":
             got_servfail = True
             continue
-        break  # timeout or REFUSED/FORMERR/NOTIMP: the search list ends here
+        # A timeout (TRY_AGAIN without a SERVFAIL reply; measured: also right after a
+        # SERVFAIL step) or REFUSED/FORMERR/NOTIMP (NO_RECOVERY): the search list ends here.
+        break
     if not (tried_as_is or root_on_list):
         step = ask(bare + ".")
         if step.kind == "forwarded":
