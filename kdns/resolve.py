@@ -17,9 +17,9 @@ sources, and the askers that put each question to kdns:
   for other record types the name is asked once, as given. musl before 1.2.4 never retries over
   TCP: a truncated reply is used as it is.
 
-Questions go to an in-process server built from the same Corefile (the very dispatcher the
+Questions go to an in-process server built from the same Corefile (the very dispatchers the
 listeners use; nothing leaves the process unless ``--upstream`` says where forwarded names go)
-or to a running server over UDP (retried over TCP on truncation, as glibc does).
+or to a running server, over UDP without EDNS and again over TCP on truncation, as glibc does.
 """
 
 from __future__ import annotations
@@ -466,14 +466,21 @@ def local_asker(server: Any, trace: ForwardTrace, timeout: float) -> Asker:
     """Ask the in-process server; a step that takes longer than ``timeout`` is a timeout, as
     the Pod's resolver would see it."""
     server.start_plugins()
-    dispatcher = server.dispatcher("tcp")  # no truncation: show the whole answer
+    # Over UDP without EDNS, as the C libraries ask (so forward uses UDP as well); a truncated
+    # reply is asked again over TCP, as glibc does.
+    udp, tcp = server.dispatcher("udp"), server.dispatcher("tcp")
+
+    def serve(data: bytes) -> bytes | None:
+        raw = udp.serve(data, ("127.0.0.1", 0))
+        if raw is not None and DNSRecord.parse(raw).header.tc:
+            raw = tcp.serve(data, ("127.0.0.1", 0))
+        return raw
 
     def ask(name: str, qtype: int) -> Reply:
         q = DNSRecord.question(name, QTYPE[qtype])
         box: list[bytes | None] = []
-        worker = threading.Thread(
-            target=lambda: box.append(dispatcher.serve(bytes(q.pack()), ("127.0.0.1", 0))),
-            daemon=True, name="kdns-resolve")
+        worker = threading.Thread(target=lambda: box.append(serve(bytes(q.pack()))),
+                                  daemon=True, name="kdns-resolve")
         worker.start()
         worker.join(timeout)
         where = trace.take(name.lower())
