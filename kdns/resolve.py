@@ -471,7 +471,7 @@ def local_asker(server: Any, trace: ForwardTrace, timeout: float) -> Asker:
     udp, tcp = server.dispatcher("udp"), server.dispatcher("tcp")
 
     def serve(data: bytes) -> bytes | None:
-        raw = udp.serve(data, ("127.0.0.1", 0))
+        raw: bytes | None = udp.serve(data, ("127.0.0.1", 0))
         if raw is not None and DNSRecord.parse(raw).header.tc:
             raw = tcp.serve(data, ("127.0.0.1", 0))
         return raw
