@@ -27,6 +27,7 @@ log = logging.getLogger("kdns")
 EXIT_CONFIG = 2
 EXIT_NOT_FOUND = 1
 MAX_WORKERS = 256
+DNS_PORT = 53
 
 
 def _setup_logging(level: str) -> None:
@@ -100,6 +101,15 @@ def _build(conf: str | None, kubeconfig: str | None, context: str | None,
     from kdns.server.app import KdnsServer, ServeOptions
 
     blocks, config_dir = _load(conf)
+    if dns_port is not None:
+        # --dns-port moves port 53 (written or implied) and nothing else; a block on another
+        # port would silently stay there, so say so instead of half-applying the flag.
+        for key in (k for b in blocks for k in b.keys):
+            if key.port is not None and key.port != DNS_PORT:
+                raise ConfigError(key.loc, f"--dns-port {dns_port} replaces port {DNS_PORT} "
+                                           f"only, and this server block asks for port "
+                                           f"{key.port}: drop the flag, or the port from the "
+                                           "Corefile")
     if manifests is not None:
         manifests = str(Path(manifests).resolve())
     if kubeconfig is not None:
@@ -152,7 +162,8 @@ def main() -> None:
 @click.option("--dns-addr", callback=_addr, default=None,
               help="Bind DNS to this address instead of all interfaces.")
 @click.option("--dns-port", type=int, callback=_port, default=None,
-              help="Serve DNS on this port wherever the Corefile says 53 (0: a free port).")
+              help="Serve DNS on this port instead of 53 (0: a free port). Every server block "
+                   "must be on port 53, written or implied; another port is refused.")
 @click.option("--workers", callback=_workers, default="1", show_default=True, metavar="N|auto",
               help="Serve from N processes on the same port (SO_REUSEPORT), with one set of "
                    "API watches and one /metrics for all; 'auto': one per usable CPU.")
@@ -192,11 +203,15 @@ def serve(conf: str | None, kubeconfig: str | None, context: str | None,
         server.stop()
         sys.exit(EXIT_CONFIG)
     except OSError as err:
-        click.echo(f"kdns: cannot listen: {err}", err=True)
+        from kdns.server.listeners import ListenError
+
+        click.echo(f"kdns: {err}" if isinstance(err, ListenError) else
+                   f"kdns: cannot listen: {err}", err=True)
         server.stop()
         sys.exit(EXIT_CONFIG)
     for lst in server.listeners:
-        # A machine-readable line so scripts can find a port chosen with --dns-port 0.
+        # A machine-readable line so scripts can find a port chosen with --dns-port 0; the
+        # log's "listening on" line names the same address.
         print(f"kdns: serving on {lst.host or '0.0.0.0'}:{lst.port}", flush=True)
     while not server.wait(1.0):
         pass

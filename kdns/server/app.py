@@ -26,7 +26,14 @@ from kdns.plugins.http import Route
 from kdns.plugins.setup_context import Overrides, SetupContext
 from kdns.server.dispatch import Dispatcher, Zone, build_chain
 from kdns.server.httpd import HttpEndpoint
-from kdns.server.listeners import Limits, TcpListener, UdpListener, bind_pair
+from kdns.server.listeners import (
+    Limits,
+    ListenError,
+    TcpListener,
+    UdpListener,
+    bind_pair,
+    shared_with_another,
+)
 from kdns.server.metrics import ServerCollector
 
 log = logging.getLogger("kdns.server")
@@ -261,7 +268,19 @@ class KdnsServer:
 
     def start_listeners(self, listeners: list[Listener] | None = None) -> None:
         for lst in self.listeners if listeners is None else listeners:
-            udp_sock, tcp_sock = bind_pair(lst.host, lst.port)
+            what = ("zone " if len(lst.zones) == 1 else "zones ") + " ".join(sorted(lst.zones))
+            # Workers of --workers N share their port on purpose.
+            shared = (self.process.get("source_hub") is None
+                      and shared_with_another(lst.host, lst.port))
+            try:
+                udp_sock, tcp_sock = bind_pair(lst.host, lst.port)
+            except OSError as err:
+                raise ListenError(what, lst.host, lst.port, err) from None
+            if shared:
+                log.warning("udp %s:%d is already bound by another process that shares it "
+                            "(SO_REUSEPORT, e.g. another kdns): the kernel splits queries "
+                            "between both; unless this is a rollout, stop one of them",
+                            lst.host or "0.0.0.0", lst.port)
             lst.port = udp_sock.getsockname()[1]
             label = f"dns://{lst.host}:{lst.port}"
             for z in lst.zones.values():
@@ -290,8 +309,9 @@ class KdnsServer:
                     for side in lst.v6:
                         side.start()
             self.process["listen_addrs"].append((lst.host or "127.0.0.1", lst.port))
-            log.info("listening on udp+tcp %s:%d for %s", lst.host or "*", lst.port,
-                     " ".join(sorted(lst.zones)))
+            # The same address `kdns serve` prints on stdout (0.0.0.0 for all interfaces).
+            log.info("listening on udp+tcp %s:%d%s for %s", lst.host or "0.0.0.0", lst.port,
+                     f" and [::]:{lst.port}" if lst.v6 is not None else "", what)
         self._started = True
         self.process["serving"] = True
 
