@@ -110,6 +110,7 @@ def _build(conf: str | None, kubeconfig: str | None, context: str | None,
                                            f"only, and this server block asks for port "
                                            f"{key.port}: drop the flag, or the port from the "
                                            "Corefile")
+    _check_manifest_paths(blocks, config_dir)
     if manifests is not None:
         manifests = str(Path(manifests).resolve())
     if kubeconfig is not None:
@@ -127,7 +128,41 @@ def _build(conf: str | None, kubeconfig: str | None, context: str | None,
     return server.build()
 
 
-def _preflight(server: Any, *, probe: bool, incluster: bool = True) -> None:
+def _check_manifest_paths(blocks: tuple[ServerBlock, ...], config_dir: Path) -> None:
+    """A ``manifests`` path that does not exist, located at its Corefile token (the source
+    itself would only say so once started)."""
+    from kdns.config.model import error
+
+    for d in (d for b in blocks for d in b.directives if d.name.text == "kubernetes"):
+        for opt in d.block or ():
+            if opt.name.text == "manifests" and len(opt.args) == 1:
+                path = config_dir / Path(opt.args[0].text)
+                if not path.exists():
+                    raise error(opt.args[0], "kubernetes",
+                                f"manifests: {path}: no such file or directory")
+
+
+class _Discard:
+    """A sink that keeps nothing: ``kdns check`` only wants to know the manifests load."""
+
+    def begin_list(self, kind: str) -> None: ...
+    def upsert(self, kind: str, obj: Any) -> None: ...
+    def delete(self, kind: str, key: Any) -> None: ...
+    def end_list(self, kind: str, seen: Any) -> None: ...
+    def set_stale(self, kind: str, stale: bool, reason: str = "") -> None: ...
+
+
+def _read_manifests(cfg: Any) -> None:
+    from kdns.plugins.kubernetes.handler import default_source
+
+    source = default_source(cfg)(cfg.resource_specs(), _Discard())
+    load_once = getattr(source, "load_once", None)
+    if callable(load_once):
+        load_once()
+
+
+def _preflight(server: Any, *, probe: bool, incluster: bool = True,
+               manifests: bool = False) -> None:
     """Fail at once, in one line, when a kubernetes plugin cannot reach its API: the
     kubeconfig cannot be loaded (always) or the API does not answer a list (``probe``)."""
     from kdns.k8s.client import ConnectionConfig, load_api_client, probe_api
@@ -138,7 +173,11 @@ def _preflight(server: Any, *, probe: bool, incluster: bool = True) -> None:
     seen: set[ConnectionConfig] = set()
     for h in handlers():
         cfg = getattr(h, "cfg", None)
-        if h.name != "kubernetes" or cfg is None or cfg.manifests:
+        if h.name != "kubernetes" or cfg is None:
+            continue
+        if cfg.manifests:
+            if manifests:  # read them as serve would at start (errors name file:line:col)
+                _read_manifests(cfg)
             continue
         conn = ConnectionConfig(kubeconfig=cfg.kubeconfig, context=cfg.context,
                                 endpoint=cfg.endpoint, tls=cfg.tls)
@@ -232,7 +271,7 @@ def check(corefile: str, kubeconfig: str | None, context: str | None) -> None:
     A kubernetes plugin reading a kubeconfig or an endpoint also has its API asked for one
     small list, so bad credentials or an unreachable URL show here."""
     try:
-        _preflight(_build(corefile, kubeconfig, context, None), probe=True,
+        _preflight(_build(corefile, kubeconfig, context, None), probe=True, manifests=True,
                    incluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")))
     except (ConfigError, ValueError) as err:
         click.echo(f"kdns: {err}", err=True)
