@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from kdns.config.model import ConfigError, Directive, ServerBlock, error
 from kdns.plugins import registry
@@ -156,6 +156,9 @@ class KdnsServer:
         self.fatal_message: str | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ServerCollector(self))
+        # process_resident_memory_bytes, CPU seconds, open fds: what CoreDNS exports too (Go's
+        # process collector), and what the memory alert in deploy/observability reads.
+        ProcessCollector(registry=self.registry)
         self.process["metrics_registry"] = self.registry
         self.blocks: list[Block] = []
         self.listeners: list[Listener] = []

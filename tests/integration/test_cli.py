@@ -81,6 +81,7 @@ def served_demo(tmp_path: Path) -> Iterator[tuple[Proc, int, int]]:
         (DEMO / "Corefile").read_text()
         .replace("127.0.0.1:8080", f"127.0.0.1:{health}")
         .replace("127.0.0.1:8181", f"127.0.0.1:{ready}")
+        .replace("127.0.0.1:9153", f"127.0.0.1:{_free_port()}")
         .replace("manifests .", f"manifests {DEMO}")
         .replace(".:1053", ".:53")
     )
