@@ -172,3 +172,19 @@ def test_an_alert_fires_near_the_memory_limit() -> None:
     value = math.prod(int(f) for f in threshold.group(1).split("*"))  # e.g. 150 * 1024 * 1024
     assert 0.8 * limit <= value < limit
     assert rule["labels"]["severity"] == "warning" and rule["for"]
+
+
+# -- docs -------------------------------------------------------------------------------------
+
+
+def test_operations_guide_cites_only_documents_in_the_repository() -> None:
+    doc = ROOT / "docs" / "operations.md"
+    text = doc.read_text()
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text)
+    local = [link for link in links if not link.startswith(("http://", "https://"))]
+    assert local, "the guide links its companions"
+    for link in local:
+        assert (doc.parent / link).resolve().is_file(), link
+    # Section marks of a document that is not in the repository ("reference §4", "P9").
+    assert not re.search(r"\breference (§|P\d)", text)
+    assert "/work/" not in text
