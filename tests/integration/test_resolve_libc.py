@@ -6,7 +6,9 @@ Inside the namespace kdns serves the demo cluster (plus a few ExternalName Servi
 ``corp.example`` (see netns_peers.py). A Pod's resolv.conf is bind-mounted over /etc/resolv.conf
 by ``ip netns exec``; glibc (``getent ahostsv4``, i.e. getaddrinfo for IPv4) and a static musl
 program (getaddrinfo, AF_INET) look each name up, and ``kdns resolve --server 127.0.0.1:53
---resolv-conf /etc/resolv.conf`` must give the same verdict and addresses for each library.
+--resolv-conf /etc/resolv.conf`` must give the same verdict and addresses for each library;
+so must ``kdns resolve`` in-process from the same Corefile (``--upstream`` the same upstream)
+wherever one upstream address is enough.
 
 The namespace also checks that ``kdns resolve`` builds its in-process server on a machine whose
 resolv.conf names a local stub (127.0.0.53 or 127.0.0.1): it binds nothing, so forward's
@@ -269,6 +271,13 @@ def test_verdict_matches_glibc_and_musl(case: Case, netns: Netns, cluster: Path,
     assert r.returncode in (0, 1), r.stdout + r.stderr
     ours = _kdns_verdicts(r.stdout)
     assert ours == {"glibc": glibc, "musl": musl}, f"{case.why}\n{r.stdout}"
+    if case.search in ("servfail", "timeout", "servfail+timeout"):
+        return  # --upstream is one address; these need the broken and silent servers as well
+    # In-process, from the same Corefile, with forwarded names sent to the same upstream.
+    r = netns.run(KDNS, "resolve", case.name, "--conf", str(cluster), "--resolv-conf",
+                  "/etc/resolv.conf", "--upstream", f"127.0.0.1:{ZONE_PORT}")
+    assert r.returncode in (0, 1), r.stdout + r.stderr
+    assert _kdns_verdicts(r.stdout) == {"glibc": glibc, "musl": musl}, f"{case.why}\n{r.stdout}"
 
 
 def test_the_cases_cover_both_outcomes_and_a_disagreement(netns: Netns, cluster: Path,
