@@ -247,7 +247,7 @@ def glibc(name: str, search: list[str], ndots: int, walk: _Walk, qtype: int) -> 
         if records:
             return Verdict(lib, "resolves", tried, f"answer for {step.name}", records)
         return Verdict(lib, "fails", tried,
-                       f"{step.name} answered without a {QTYPE[qtype]} record at the end of its "
+                       f"{step.name} answered without any {QTYPE[qtype]} record at the end of its "
                        "CNAME chain; glibc takes this reply and does not search further")
 
     def ask(cand: str) -> Step:

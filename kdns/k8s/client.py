@@ -218,10 +218,10 @@ def probe_api(conn: ConnectionConfig, timeout: float = 5.0) -> None:
         except urllib3.exceptions.MaxRetryError as err:
             cause = err.reason if err.reason is not None else err
             raise ApiAccessError(f"Kubernetes API {url} ({conn.describe()}) is unreachable: "
-                                 f"{_short(cause)}") from None
+                                 f"{short_error(cause)}") from None
         except (urllib3.exceptions.HTTPError, OSError) as err:
             raise ApiAccessError(f"Kubernetes API {url} ({conn.describe()}) is unreachable: "
-                                 f"{_short(err)}") from None
+                                 f"{short_error(err)}") from None
         status = rest.response.status
         if status == 401:
             raise ApiAccessError(f"Kubernetes API {url} answered 401 Unauthorized: the "
@@ -237,8 +237,9 @@ def probe_api(conn: ConnectionConfig, timeout: float = 5.0) -> None:
         client.close()
 
 
-def _short(err: object) -> str:
-    """The useful tail of a urllib3 error ("Connection refused", not the pool's repr)."""
+def short_error(err: object) -> str:
+    """The useful tail of a urllib3 error ("[Errno 111] Connection refused", not the
+    connection pool's repr)."""
     text = str(err)
     if "]" in text and "Errno" in text:
         text = text[text.index("[Errno"):]

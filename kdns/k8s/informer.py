@@ -32,7 +32,7 @@ from typing import Any
 
 import urllib3
 
-from kdns.k8s.client import ConnectionConfig, build_api_client
+from kdns.k8s.client import ConnectionConfig, build_api_client, short_error
 from kdns.k8s.objects import PARSERS, meta_of
 from kdns.k8s.source import RESOURCES, Key, ResourceSpec, Sink
 
@@ -430,7 +430,7 @@ class ApiSource:
             self._no_data_logged = now
         where = f"{url} ({self.conn.describe()})" if url else self.conn.describe()
         log.error("cannot list from the Kubernetes API at %s: %s; kdns has no cluster data yet "
-                  "(cluster names get SERVFAIL) and keeps retrying", where, reason)
+                  "(cluster names get SERVFAIL) and keeps retrying", where, short_error(reason))
 
     def _delay(self, attempt: int) -> float:
         """Full-jitter exponential back-off (AWS architecture blog): uniform(0, min(cap, b*2^n))."""

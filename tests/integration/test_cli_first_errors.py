@@ -61,7 +61,7 @@ def api() -> Iterator[FakeApiServer]:
 
 def corefile_with(tmp_path: Path, kubeconfig: str, extra: str = "") -> str:
     path = tmp_path / "Corefile"
-    path.write_text(f".:1053 {{\n    kubernetes cluster.local {{\n        kubeconfig "
+    path.write_text(f".:53 {{\n    kubernetes cluster.local {{\n        kubeconfig "
                     f"{kubeconfig}\n{extra}    }}\n}}\n")
     return str(path)
 
