@@ -159,3 +159,16 @@ def test_malformed_names_say_why(name: str, reason: str) -> None:
     r = kdns(name, "--manifests", str(DEMO))
     assert r.returncode == 2, r.stdout
     assert r.stderr.strip() == f"kdns: invalid name {name!r}: {reason}"
+
+
+def test_an_upstream_that_does_not_answer_is_a_timeout_step() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        r = kdns("www.example.org", "--manifests", str(DEMO), "--upstream", f"127.0.0.1:{port}",
+                 "--timeout", "0.5")
+    assert r.returncode == 1, r.stdout + r.stderr
+    step4 = next(ln for ln in r.stdout.splitlines() if ln.startswith("  4. "))
+    assert step4.split()[1:] == ["www.example.org.", "TIMEOUT", "from", "upstream",
+                                 f"127.0.0.1:{port}", "via", "kdns", "forward"]
+    assert "musl:  fails: www.example.org.: TIMEOUT ends the lookup (EAI_AGAIN)" in r.stdout
