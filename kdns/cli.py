@@ -167,8 +167,9 @@ def _preflight(server: Any, *, probe: bool, incluster: bool = True,
     kubeconfig cannot be loaded (always) or the API does not answer a list (``probe``)."""
     from kdns.k8s.client import ConnectionConfig, load_api_client, probe_api
 
-    handlers = getattr(server, "handlers", None)
-    if handlers is None:  # a --workers supervisor: its workers report for themselves
+    # A --workers supervisor reads the API for its workers through its front server's plugins.
+    handlers = getattr(getattr(server, "front", server), "handlers", None)
+    if handlers is None:
         return
     seen: set[ConnectionConfig] = set()
     for h in handlers():

@@ -167,9 +167,11 @@ def test_check_does_not_probe_an_in_cluster_source_outside_a_cluster() -> None:
 
 def test_serve_exits_2_when_the_kubeconfig_cannot_be_loaded(tmp_path: Path) -> None:
     missing = tmp_path / "missing"
-    line = one_line_error(kdns("serve", "--conf", corefile_with(tmp_path, str(missing)),
-                               "--dns-addr", "127.0.0.1", "--dns-port", "0", timeout=30))
-    assert line == f"kdns: kubeconfig {missing}: cannot read it: No such file or directory"
+    for workers in ("1", "2"):
+        line = one_line_error(kdns("serve", "--conf", corefile_with(tmp_path, str(missing)),
+                                   "--dns-addr", "127.0.0.1", "--dns-port", "0", "--workers",
+                                   workers, timeout=30))
+        assert line == f"kdns: kubeconfig {missing}: cannot read it: No such file or directory"
     bad = tmp_path / "bad"
     bad.write_text("clusters: [}\n")
     line = one_line_error(kdns("serve", "--conf", str(ROOT / "deploy/base/Corefile"),
