@@ -283,7 +283,8 @@ def check(corefile: str, kubeconfig: str | None, context: str | None) -> None:
 @main.command()
 @click.argument("name")
 @click.option("--type", "-t", "qtype", default="A", show_default=True,
-              help="Record type to ask for (A, AAAA, SRV, PTR, TXT, CNAME, ...). An IP address "
+              help="Record type to ask for (A, AAAA, SRV, PTR, TXT, CNAME, ...; A+AAAA: both, as "
+                   "getaddrinfo with AF_UNSPEC asks). An IP address "
                    "given as NAME is always a PTR lookup.")
 @click.option("--namespace", "-n", default="default", show_default=True,
               help="Namespace of the Pod whose resolver is simulated.")

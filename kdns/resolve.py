@@ -36,6 +36,8 @@ from typing import Any
 from dnslib import QTYPE, RCODE, DNSRecord
 
 LIBRARIES = ("glibc", "musl")
+ADDR = -1
+"""``--type A+AAAA``: both questions for each name, as getaddrinfo(AF_UNSPEC) asks them."""
 MAX_NAME = 253
 """Longest name in presentation form without the trailing dot (RFC 1035 §2.3.4: 255 octets on
 the wire)."""
@@ -59,24 +61,39 @@ Asker = Callable[[str, int], Reply]
 """Ask one question (absolute name, qtype)."""
 
 
+def _describe(r: Reply) -> str:
+    if r.failure == "forwarded":
+        return f"would be forwarded upstream ({r.server}): not sent"
+    if r.failure is not None:
+        return r.failure.upper()
+    assert r.msg is not None
+    rcode = str(RCODE.get(r.msg.header.rcode))
+    extra = " (NODATA)" if r.msg.header.rcode == RCODE.NOERROR and not r.msg.rr else ""
+    tc = " truncated" if r.msg.header.tc else ""
+    return f"{rcode}{extra} answers={len(r.msg.rr)}{tc}"
+
+
 @dataclass(slots=True)
 class Step:
     name: str
     reply: Reply
     kind: str
-    """positive | nodata | nxdomain | servfail | error | timeout | unreachable | forwarded"""
+    """As glibc sees it: positive | nodata | nxdomain | servfail | error | timeout |
+    unreachable | forwarded"""
+    aaaa: Reply | None = None
+    """With ``--type A+AAAA``: the AAAA reply (``reply`` is the A one)."""
+
+    @property
+    def replies(self) -> list[Reply]:
+        return [self.reply] if self.aaaa is None else [self.reply, self.aaaa]
 
     def describe(self) -> str:
         r = self.reply
         if r.failure == "forwarded":
-            return f"would be forwarded upstream ({r.server}): not sent"
-        if r.failure is not None:
-            return f"{r.failure.upper()} from {r.server}"
-        assert r.msg is not None
-        rcode = str(RCODE.get(r.msg.header.rcode))
-        extra = " (NODATA)" if self.kind == "nodata" else ""
-        tc = " truncated" if r.msg.header.tc else ""
-        return f"{rcode}{extra} answers={len(r.msg.rr)}{tc} from {r.server}"
+            return _describe(r)
+        if self.aaaa is None:
+            return f"{_describe(r)} from {r.server}"
+        return f"A {_describe(r)}, AAAA {_describe(self.aaaa)} from {r.server}"
 
 
 @dataclass(slots=True)
@@ -157,7 +174,13 @@ def reverse_name(name: str) -> str | None:
     return ip.reverse_pointer + "."
 
 
+def type_name(qtype: int) -> str:
+    return "A+AAAA" if qtype == ADDR else str(QTYPE[qtype])
+
+
 def _qtype(qtype: str) -> int:
+    if qtype.upper() == "A+AAAA":
+        return ADDR
     try:
         return int(getattr(QTYPE, qtype.upper()))
     except Exception:  # dnslib raises its own DNSError for unknown mnemonics
@@ -179,6 +202,41 @@ def _classify(reply: Reply) -> str:
     if rcode == RCODE.SERVFAIL:
         return "servfail"
     return "error"
+
+
+def _glibc_pair(a: Reply, aaaa: Reply) -> str:
+    """How glibc's __res_context_query judges an A and an AAAA reply asked together: an answer
+    in either is success; otherwise the A reply's rcode decides unless it is NOERROR, then the
+    AAAA one's. The search list goes on after SERVFAIL only when the A reply (``hp``) says so."""
+    for failure in ("forwarded", "unreachable", "timeout"):
+        if failure in (a.failure, aaaa.failure):
+            return failure
+    assert a.msg is not None and aaaa.msg is not None
+    if any(m.header.rcode == RCODE.NOERROR and m.rr for m in (a.msg, aaaa.msg)):
+        return "positive"
+    rcode = a.msg.header.rcode if a.msg.header.rcode != RCODE.NOERROR else aaaa.msg.header.rcode
+    if rcode == RCODE.NOERROR:
+        return "nodata"
+    if rcode == RCODE.NXDOMAIN:
+        return "nxdomain"
+    if rcode == RCODE.SERVFAIL and a.msg.header.rcode == RCODE.SERVFAIL:
+        return "servfail"
+    return "error"
+
+
+def _types(qtype: int) -> list[int]:
+    return [int(QTYPE.A), int(QTYPE.AAAA)] if qtype == ADDR else [qtype]
+
+
+def _records(step: Step, qtype: int, chain: bool) -> list[str]:
+    """The records of the asked type(s) in a step's replies: along the CNAME chain (glibc) or
+    wherever they are in the answer section (musl, for addresses)."""
+    out: list[str] = []
+    for r, t in zip(step.replies, _types(qtype), strict=True):
+        if r.msg is None or r.msg.header.rcode != RCODE.NOERROR:
+            continue
+        out.extend(_chain_records(r.msg, step.name, t) if chain else _any_records(r.msg, t))
+    return out
 
 
 def _chain_records(msg: DNSRecord, name: str, qtype: int) -> list[str]:
@@ -219,8 +277,12 @@ class _Walk:
     def step(self, name: str) -> tuple[int, Step]:
         key = name.lower()
         if key not in self._index:
-            reply = self._ask(name, self._qtype)
-            self.result.steps.append(Step(name, reply, _classify(reply)))
+            if self._qtype == ADDR:
+                a, aaaa = self._ask(name, int(QTYPE.A)), self._ask(name, int(QTYPE.AAAA))
+                self.result.steps.append(Step(name, a, _glibc_pair(a, aaaa), aaaa))
+            else:
+                reply = self._ask(name, self._qtype)
+                self.result.steps.append(Step(name, reply, _classify(reply)))
             self._index[key] = len(self.result.steps)
         i = self._index[key]
         return i, self.result.steps[i - 1]
@@ -242,13 +304,12 @@ def glibc(name: str, search: list[str], ndots: int, walk: _Walk, qtype: int) -> 
     saved: str | None = None
 
     def positive(step: Step) -> Verdict:
-        assert step.reply.msg is not None
-        records = _chain_records(step.reply.msg, step.name, qtype)
+        records = _records(step, qtype, chain=True)
         if records:
             return Verdict(lib, "resolves", tried, f"answer for {step.name}", records)
         return Verdict(lib, "fails", tried,
-                       f"{step.name} answered without any {QTYPE[qtype]} record at the end of its "
-                       "CNAME chain; glibc takes this reply and does not search further")
+                       f"{step.name} answered without any {type_name(qtype)} record at the end of "
+                       "its CNAME chain; glibc takes this reply and does not search further")
 
     def ask(cand: str) -> Step:
         i, step = walk.step(cand)
@@ -314,7 +375,7 @@ def musl(name: str, search: list[str], ndots: int, walk: _Walk, qtype: int) -> V
     lib = "musl"
     tried: list[int] = []
     bare = name[:-1] if name.endswith(".") else name
-    address = qtype in (QTYPE.A, QTYPE.AAAA)
+    address = qtype in (QTYPE.A, QTYPE.AAAA, ADDR)
     if not address or name.count(".") >= ndots or name.endswith("."):
         domains: list[str] = []
     else:
@@ -324,24 +385,25 @@ def musl(name: str, search: list[str], ndots: int, walk: _Walk, qtype: int) -> V
     for cand in candidates:
         i, step = walk.step(cand)
         tried.append(i)
-        kind = step.kind
-        if kind == "forwarded":
+        if any(r.failure == "forwarded" for r in step.replies):
             return _undetermined(lib, tried, step)
-        if kind == "nxdomain":
+        # name_from_dns checks each reply in turn (A, then AAAA): NXDOMAIN in any one of
+        # them sends the search on, before the other is even parsed.
+        kinds = [_classify(r) for r in step.replies]
+        stop = next((k for k in kinds if k not in ("positive", "nodata")), None)
+        if stop == "nxdomain":
             continue
-        if kind in ("servfail", "timeout", "unreachable"):
+        if stop in ("servfail", "timeout", "unreachable"):
             return Verdict(lib, "fails", tried,
-                           f"{step.name}: {kind.upper()} ends the lookup (EAI_AGAIN)")
-        if kind == "error":
+                           f"{step.name}: {stop.upper()} ends the lookup (EAI_AGAIN)")
+        if stop == "error":
             return Verdict(lib, "fails", tried,
                            f"{step.name}: {step.describe()} ends the lookup (EAI_FAIL)")
-        assert step.reply.msg is not None
-        records = (_any_records(step.reply.msg, qtype) if address
-                   else _chain_records(step.reply.msg, cand, qtype))
+        records = _records(step, qtype, chain=not address)
         if records:
             return Verdict(lib, "resolves", tried, f"answer for {step.name}", records)
         return Verdict(lib, "fails", tried,
-                       f"{step.name}: no {QTYPE[qtype]} record in a NOERROR reply ends the "
+                       f"{step.name}: no {type_name(qtype)} record in a NOERROR reply ends the "
                        "lookup (EAI_NODATA)")
     last = walk.result.steps[tried[-1] - 1]
     return Verdict(lib, "fails", tried, f"NXDOMAIN at every step (last: {last.name})")
@@ -363,7 +425,7 @@ def _reasoning(name: str, ndots: int, qtype: int, libs: tuple[str, ...]) -> list
     else:
         out.append(f"{dots} {word} < ndots:{ndots}: the search list is tried first, the name "
                    "as is last")
-    if "musl" in libs and qtype not in (QTYPE.A, QTYPE.AAAA):
+    if "musl" in libs and qtype not in (QTYPE.A, QTYPE.AAAA, ADDR):
         out.append(f"musl: res_search is res_query, so {QTYPE[qtype]} lookups use no search "
                    "list")
     return out
@@ -390,7 +452,8 @@ def walk(name: str, qtype: str, search: list[str], ndots: int, ask: Asker,
             else:
                 result.verdicts.append(Verdict(lib, "fails", [i], step.describe()))
         return result
-    result = Result(name, QTYPE[qt], list(search), ndots, _reasoning(name, ndots, qt, libs))
+    result = Result(name, type_name(qt), list(search), ndots,
+                    _reasoning(name, ndots, qt, libs))
     w = _Walk(ask, qt, result)
     models = {"glibc": glibc, "musl": musl}
     for lib in libs:

@@ -4,9 +4,10 @@ Inside the namespace kdns serves the demo cluster (plus a few ExternalName Servi
 127.0.0.1:53, with server blocks forwarding ``broken.test`` to a server that SERVFAILs,
 ``slow.test`` to one that never answers and everything else to an authoritative
 ``corp.example`` (see netns_peers.py). A Pod's resolv.conf is bind-mounted over /etc/resolv.conf
-by ``ip netns exec``; glibc (``getent ahostsv4``, i.e. getaddrinfo for IPv4) and a static musl
-program (getaddrinfo, AF_INET) look each name up, and ``kdns resolve --server 127.0.0.1:53
---resolv-conf /etc/resolv.conf`` must give the same verdict and addresses for each library;
+by ``ip netns exec``; glibc (``getent ahostsv4`` / ``getent ahosts``: getaddrinfo for IPv4 /
+for any family) and a static musl program (getaddrinfo, AF_INET / AF_UNSPEC) look each name
+up, and ``kdns resolve [-t A+AAAA] --server 127.0.0.1:53 --resolv-conf /etc/resolv.conf`` must
+give the same verdict and addresses for each library;
 so must ``kdns resolve`` in-process from the same Corefile (``--upstream`` the same upstream)
 wherever one upstream address is enough.
 
@@ -47,21 +48,24 @@ MUSL_LOOKUP = r"""
 #include <string.h>
 #include <sys/socket.h>
 
-/* getaddrinfo(NAME, AF_INET) as an application linked with musl does it. */
+/* getaddrinfo(NAME, AF_INET or AF_UNSPEC) as an application linked with musl does it. */
 int main(int argc, char **argv) {
     struct addrinfo hints, *res, *p;
-    char buf[INET_ADDRSTRLEN];
+    char buf[INET6_ADDRSTRLEN];
     memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_INET;
+    if (argc != 3) return 64;
+    hints.ai_family = strcmp(argv[2], "4") == 0 ? AF_INET : AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    if (argc != 2) return 64;
     int rc = getaddrinfo(argv[1], NULL, &hints, &res);
     if (rc != 0) {
         printf("error %d %s\n", rc, gai_strerror(rc));
         return 2;
     }
     for (p = res; p; p = p->ai_next) {
-        inet_ntop(AF_INET, &((struct sockaddr_in *)p->ai_addr)->sin_addr, buf, sizeof buf);
+        if (p->ai_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)p->ai_addr)->sin_addr, buf, sizeof buf);
+        else
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)p->ai_addr)->sin6_addr, buf, sizeof buf);
         printf("%s\n", buf);
     }
     freeaddrinfo(res);
@@ -208,6 +212,9 @@ def netns() -> Iterator[Netns]:
         # documentation address (RFC 5737) on lo is enough; nothing is ever sent to it.
         subprocess.run(["ip", "-n", ns.name, "addr", "add", "198.51.100.1/32", "dev", "lo"],
                        check=True)
+        # Likewise for IPv6, or `getent ahosts` would ask no AAAA question.
+        subprocess.run(["ip", "-n", ns.name, "addr", "add", "2001:db8::1/128", "dev", "lo"],
+                       check=True)
         yield ns
     finally:
         ns.close()
@@ -255,23 +262,33 @@ def _kdns_verdicts(out: str) -> dict[str, tuple[str, set[str]]]:
         if head in ("glibc", "musl"):
             lib = head
             found[lib] = (line.split(":", 2)[1].strip(), set())
-        elif lib is not None and line.startswith("   ") and " A " in f" {line} ".replace("\t", " "):
+        elif lib is not None and line.startswith("   ") and line.split()[-2] in ("A", "AAAA"):
             found[lib][1].add(line.split()[-1])
     return found
 
 
+FAMILIES = {
+    # getaddrinfo(AF_INET): the A question only.
+    "ipv4": ("ahostsv4", "4", "A"),
+    # getaddrinfo(AF_UNSPEC): A and AAAA together for every name.
+    "any": ("ahosts", "any", "A+AAAA"),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.name}-{c.search}-ndots{c.ndots}" for c in CASES])
-def test_verdict_matches_glibc_and_musl(case: Case, netns: Netns, cluster: Path,
+def test_verdict_matches_glibc_and_musl(case: Case, family: str, netns: Netns, cluster: Path,
                                         musl_lookup: str) -> None:
+    database, musl_family, qtype = FAMILIES[family]
     netns.set_resolv_conf(resolv_conf(case.search, case.ndots))
-    glibc = _libc_verdict(netns.run("getent", "ahostsv4", case.name), glibc=True)
-    musl = _libc_verdict(netns.run(musl_lookup, case.name), glibc=False)
-    r = netns.run(KDNS, "resolve", case.name, "--server", "127.0.0.1:53",
+    glibc = _libc_verdict(netns.run("getent", database, case.name), glibc=True)
+    musl = _libc_verdict(netns.run(musl_lookup, case.name, musl_family), glibc=False)
+    r = netns.run(KDNS, "resolve", case.name, "-t", qtype, "--server", "127.0.0.1:53",
                   "--resolv-conf", "/etc/resolv.conf")
     assert r.returncode in (0, 1), r.stdout + r.stderr
     ours = _kdns_verdicts(r.stdout)
     assert ours == {"glibc": glibc, "musl": musl}, f"{case.why}\n{r.stdout}"
-    if case.search in ("servfail", "timeout", "servfail+timeout"):
+    if family != "ipv4" or case.search in ("servfail", "timeout", "servfail+timeout"):
         return  # --upstream is one address; these need the broken and silent servers as well
     # In-process, from the same Corefile, with forwarded names sent to the same upstream.
     r = netns.run(KDNS, "resolve", case.name, "--conf", str(cluster), "--resolv-conf",
@@ -286,7 +303,7 @@ def test_the_cases_cover_both_outcomes_and_a_disagreement(netns: Netns, cluster:
     (SERVFAIL in the middle): otherwise the comparison above could not catch a wrong model."""
     netns.set_resolv_conf(resolv_conf("servfail", 5))
     glibc = _libc_verdict(netns.run("getent", "ahostsv4", "nginx-svc.default"), glibc=True)
-    musl = _libc_verdict(netns.run(musl_lookup, "nginx-svc.default"), glibc=False)
+    musl = _libc_verdict(netns.run(musl_lookup, "nginx-svc.default", "4"), glibc=False)
     assert glibc == ("resolves", {"10.96.10.80"})
     assert musl == ("fails", set())
 

@@ -98,3 +98,26 @@ def test_model(row: Row) -> None:
     assert got == {"glibc": row.glibc, "musl": row.musl}
     # Each distinct name is asked once, whichever library needs it first.
     assert len(asked) == len(set(asked))
+
+
+def test_a_and_aaaa_together_follow_each_library() -> None:
+    """getaddrinfo(AF_UNSPEC): glibc judges the pair by the A reply's rcode unless it is
+    NOERROR; musl goes on as soon as either reply is NXDOMAIN."""
+    world = {("web.default.svc.cluster.local.", QTYPE.A): RCODE.NOERROR,
+             ("web.default.svc.cluster.local.", QTYPE.AAAA): RCODE.NXDOMAIN}
+
+    def ask(name: str, qtype: int) -> Reply:
+        if name == "web.svc.cluster.local." and qtype == QTYPE.A:
+            return Reply(reply(name, qtype, RCODE.NOERROR, a(name, "10.0.0.5")), "test")
+        return Reply(reply(name, qtype, world.get((name, qtype), RCODE.NXDOMAIN)), "test")
+
+    result = walk("web", "A+AAAA", SEARCH, 5, ask)
+    assert result.qtype == "A+AAAA"
+    glibc, musl = result.verdicts
+    # NOERROR (A) + NXDOMAIN (AAAA) is HOST_NOT_FOUND for glibc: the search goes on; an A
+    # answer beside an NXDOMAIN AAAA (a server that breaks RFC 4074) is success for glibc,
+    # while musl reads the NXDOMAIN and walks on past the address to the end of the list.
+    assert (glibc.status, glibc.steps) == ("resolves", [1, 2])
+    assert (musl.status, musl.steps) == ("fails", [1, 2, 3, 4])
+    assert result.steps[0].describe() == ("A NOERROR (NODATA) answers=0, AAAA NXDOMAIN "
+                                          "answers=0 from test")
