@@ -9,6 +9,7 @@ running server with ``--server``), so debugging shows what the server would say.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import sys
@@ -27,6 +28,7 @@ log = logging.getLogger("kdns")
 EXIT_CONFIG = 2
 EXIT_NOT_FOUND = 1
 MAX_WORKERS = 256
+DNS_PORT = 53
 
 
 def _setup_logging(level: str) -> None:
@@ -95,10 +97,21 @@ def _with_source_options(fn: Any) -> Any:
 
 def _build(conf: str | None, kubeconfig: str | None, context: str | None,
            manifests: str | None, dns_addr: str | None = None,
-           dns_port: int | None = None, workers: int = 1, log_level: str = "info") -> Any:
+           dns_port: int | None = None, workers: int = 1, log_level: str = "info",
+           resolve_trace: Any = None) -> Any:
     from kdns.server.app import KdnsServer, ServeOptions
 
     blocks, config_dir = _load(conf)
+    if dns_port is not None:
+        # --dns-port moves port 53 (written or implied) and nothing else; a block on another
+        # port would silently stay there, so say so instead of half-applying the flag.
+        for key in (k for b in blocks for k in b.keys):
+            if key.port is not None and key.port != DNS_PORT:
+                raise ConfigError(key.loc, f"--dns-port {dns_port} replaces port {DNS_PORT} "
+                                           f"only, and this server block asks for port "
+                                           f"{key.port}: drop the flag, or the port from the "
+                                           "Corefile")
+    _check_manifest_paths(blocks, config_dir)
     if manifests is not None:
         manifests = str(Path(manifests).resolve())
     if kubeconfig is not None:
@@ -109,7 +122,74 @@ def _build(conf: str | None, kubeconfig: str | None, context: str | None,
         from kdns.server.supervisor import Supervisor
 
         return Supervisor(blocks, opts, workers, log_level=log_level).build()
-    return KdnsServer(blocks, opts).build()
+    server = KdnsServer(blocks, opts)
+    if resolve_trace is not None:
+        # Binds nothing: forward skips its self-loop guard and reports instead of sending.
+        server.process["resolve_trace"] = resolve_trace
+    return server.build()
+
+
+def _check_manifest_paths(blocks: tuple[ServerBlock, ...], config_dir: Path) -> None:
+    """A ``manifests`` path that does not exist, located at its Corefile token (the source
+    itself would only say so once started)."""
+    from kdns.config.model import error
+
+    for d in (d for b in blocks for d in b.directives if d.name.text == "kubernetes"):
+        for opt in d.block or ():
+            if opt.name.text == "manifests" and len(opt.args) == 1:
+                path = config_dir / Path(opt.args[0].text)
+                if not path.exists():
+                    raise error(opt.args[0], "kubernetes",
+                                f"manifests: {path}: no such file or directory")
+
+
+class _Discard:
+    """A sink that keeps nothing: ``kdns check`` only wants to know the manifests load."""
+
+    def begin_list(self, kind: str) -> None: ...
+    def upsert(self, kind: str, obj: Any) -> None: ...
+    def delete(self, kind: str, key: Any) -> None: ...
+    def end_list(self, kind: str, seen: Any) -> None: ...
+    def set_stale(self, kind: str, stale: bool, reason: str = "") -> None: ...
+
+
+def _read_manifests(cfg: Any) -> None:
+    from kdns.plugins.kubernetes.handler import default_source
+
+    source = default_source(cfg)(cfg.resource_specs(), _Discard())
+    load_once = getattr(source, "load_once", None)
+    if callable(load_once):
+        load_once()
+
+
+def _preflight(server: Any, *, probe: bool, incluster: bool = True,
+               manifests: bool = False) -> None:
+    """Fail at once, in one line, when a kubernetes plugin cannot reach its API: the
+    kubeconfig cannot be loaded (always) or the API does not answer a list (``probe``)."""
+    from kdns.k8s.client import ConnectionConfig, load_api_client, probe_api
+
+    # A --workers supervisor reads the API for its workers through its front server's plugins.
+    handlers = getattr(getattr(server, "front", server), "handlers", None)
+    if handlers is None:
+        return
+    seen: set[ConnectionConfig] = set()
+    for h in handlers():
+        cfg = getattr(h, "cfg", None)
+        if h.name != "kubernetes" or cfg is None:
+            continue
+        if cfg.manifests:
+            if manifests:  # read them as serve would at start (errors name file:line:col)
+                _read_manifests(cfg)
+            continue
+        conn = ConnectionConfig(kubeconfig=cfg.kubeconfig, context=cfg.context,
+                                endpoint=cfg.endpoint, tls=cfg.tls)
+        if conn in seen or (not incluster and not conn.kubeconfig and not conn.endpoint):
+            continue
+        seen.add(conn)
+        if probe:
+            probe_api(conn)
+        elif conn.kubeconfig:
+            load_api_client(conn).close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -124,7 +204,8 @@ def main() -> None:
               help="Bind DNS to this address instead of all interfaces, in server blocks "
                    "without a bind directive.")
 @click.option("--dns-port", type=int, callback=_port, default=None,
-              help="Serve DNS on this port wherever the Corefile says 53 (0: a free port).")
+              help="Serve DNS on this port instead of 53 (0: a free port). Every server block "
+                   "must be on port 53, written or implied; another port is refused.")
 @click.option("--workers", callback=_workers, default="1", show_default=True, metavar="N|auto",
               help="Serve from N processes on the same port (SO_REUSEPORT), with one set of "
                    "API watches and one /metrics for all; 'auto': one per usable CPU.")
@@ -138,6 +219,9 @@ def serve(conf: str | None, kubeconfig: str | None, context: str | None,
     try:
         server = _build(conf, kubeconfig, context, manifests, dns_addr, dns_port, workers,
                         log_level)
+        # A kubeconfig that cannot be loaded is a configuration error, not an outage to
+        # ride out; an API that does not answer yet is (the informers retry and log it).
+        _preflight(server, probe=False)
     except ConfigError as err:
         click.echo(f"kdns: {err}", err=True)
         sys.exit(EXIT_CONFIG)
@@ -161,11 +245,15 @@ def serve(conf: str | None, kubeconfig: str | None, context: str | None,
         server.stop()
         sys.exit(EXIT_CONFIG)
     except OSError as err:
-        click.echo(f"kdns: cannot listen: {err}", err=True)
+        from kdns.server.listeners import ListenError
+
+        click.echo(f"kdns: {err}" if isinstance(err, ListenError) else
+                   f"kdns: cannot listen: {err}", err=True)
         server.stop()
         sys.exit(EXIT_CONFIG)
     for lst in server.listeners:
-        # A machine-readable line so scripts can find a port chosen with --dns-port 0.
+        # A machine-readable line so scripts can find a port chosen with --dns-port 0; the
+        # log's "listening on" line names the same address.
         print(f"kdns: serving on {lst.host or '0.0.0.0'}:{lst.port}", flush=True)
     while not server.wait(1.0):
         pass
@@ -177,10 +265,17 @@ def serve(conf: str | None, kubeconfig: str | None, context: str | None,
 
 @main.command()
 @click.argument("corefile", type=click.Path(dir_okay=False))
-def check(corefile: str) -> None:
-    """Parse and set up a Corefile without serving; exit 2 with a located error if invalid."""
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None, envvar="KUBECONFIG",
+              help="kubeconfig for a kubernetes plugin that does not set its own source.")
+@click.option("--context", default=None, help="kubeconfig context to use.")
+def check(corefile: str, kubeconfig: str | None, context: str | None) -> None:
+    """Parse and set up a Corefile without serving; exit 2 with a located error if invalid.
+
+    A kubernetes plugin reading a kubeconfig or an endpoint also has its API asked for one
+    small list, so bad credentials or an unreachable URL show here."""
     try:
-        _build(corefile, None, None, None)
+        _preflight(_build(corefile, kubeconfig, context, None), probe=True, manifests=True,
+                   incluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")))
     except (ConfigError, ValueError) as err:
         click.echo(f"kdns: {err}", err=True)
         sys.exit(EXIT_CONFIG)
@@ -190,45 +285,80 @@ def check(corefile: str) -> None:
 @main.command()
 @click.argument("name")
 @click.option("--type", "-t", "qtype", default="A", show_default=True,
-              help="Record type to ask for (A, AAAA, SRV, PTR, TXT, CNAME, ...).")
+              help="Record type to ask for (A, AAAA, SRV, PTR, TXT, CNAME, ...; A+AAAA: both, as "
+                   "getaddrinfo with AF_UNSPEC asks). An IP address "
+                   "given as NAME is always a PTR lookup.")
 @click.option("--namespace", "-n", default="default", show_default=True,
               help="Namespace of the Pod whose resolver is simulated.")
 @click.option("--zone", default="cluster.local", show_default=True, help="Cluster domain.")
 @click.option("--search", "search", multiple=True,
               help="Search domain (repeatable); default: <ns>.svc.<zone> svc.<zone> <zone>.")
-@click.option("--ndots", type=click.IntRange(0, 15), default=5, show_default=True)
+@click.option("--ndots", type=click.IntRange(0, 15), default=None,
+              help="[default: 5, or the --resolv-conf's]")
+@click.option("--resolv-conf", "resolv_conf", type=click.Path(dir_okay=False), default=None,
+              help="Take search, ndots and timeout from a Pod's resolv.conf (its nameserver "
+                   "lines are not used).")
+@click.option("--libc", type=click.Choice(["glibc", "musl", "both"]), default="both",
+              show_default=True, help="Whose stub resolver to model.")
 @click.option("--server", default=None, metavar="HOST:PORT",
               help="Ask a running DNS server instead of building one in-process.")
-@click.option("--timeout", type=click.FloatRange(0.1, 60), default=2.0, show_default=True)
+@click.option("--upstream", default=None, metavar="HOST:PORT",
+              help="Where the in-process server forwards names outside its zones (default: "
+                   "nowhere; such names are reported as 'would be forwarded upstream').")
+@click.option("--timeout", type=click.FloatRange(0.1, 60), default=None,
+              help="Seconds one step may take before it counts as a timeout "
+                   "[default: 5, or the --resolv-conf's timeout x attempts].")
 @_with_source_options
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="warning", show_default=True)
 def resolve(name: str, qtype: str, namespace: str, zone: str, search: tuple[str, ...],
-            ndots: int, server: str | None, timeout: float, conf: str | None,
+            ndots: int | None, resolv_conf: str | None, libc: str, server: str | None,
+            upstream: str | None, timeout: float | None, conf: str | None,
             kubeconfig: str | None, context: str | None, manifests: str | None,
             log_level: str) -> None:
-    """Show how a Pod's resolver would look NAME up, step by step, and what it gets."""
-    from kdns.resolve import Asker, local_asker, remote_asker, walk
+    """Show how a Pod's C library (glibc, musl) would look NAME up, step by step, and whether
+    it resolves. Exit 0: it resolves for every library shown; 1: it does not for one; 3: it
+    depends on an upstream that was not asked; 2: bad input or configuration."""
+    from kdns.resolve import (
+        Asker,
+        ForwardTrace,
+        ResolvConf,
+        local_asker,
+        read_resolv_conf,
+        remote_asker,
+        split_hostport,
+        walk,
+    )
 
     _setup_logging(log_level)
+    built = None
     try:
-        plan_search = list(search) or [f"{namespace}.svc.{zone}", f"svc.{zone}", zone]
+        rc = read_resolv_conf(resolv_conf) if resolv_conf else ResolvConf(ndots=5, attempts=1)
+        plan_search = list(search) or list(rc.search) or [
+            f"{namespace}.svc.{zone}", f"svc.{zone}", zone]
+        plan_ndots = rc.ndots if ndots is None else ndots
+        wait = timeout if timeout is not None else rc.timeout * rc.attempts
+        libs = ("glibc", "musl") if libc == "both" else (libc,)
         asker: Asker
-        built = None
         if server is not None:
-            asker = remote_asker(server, timeout)
+            if upstream is not None:
+                raise click.UsageError("--upstream applies to the in-process server only; "
+                                       "with --server the running server forwards")
+            asker = remote_asker(server, wait)
         else:
-            built = _build(conf, kubeconfig, context, manifests)
-            asker = local_asker(built)
-        result = walk(name, qtype, plan_search, ndots, asker)
+            trace = ForwardTrace(split_hostport(upstream, "--upstream") if upstream else None)
+            built = _build(conf, kubeconfig, context, manifests, resolve_trace=trace)
+            _preflight(built, probe=True)
+            asker = local_asker(built, trace, wait)
+        result = walk(name, qtype, plan_search, plan_ndots, asker, libs)
     except (ConfigError, ValueError) as err:
         click.echo(f"kdns: {err}", err=True)
         sys.exit(EXIT_CONFIG)
     finally:
-        if "built" in locals() and built is not None:
+        if built is not None:
             built.stop()
     click.echo(result.render())
-    sys.exit(0 if result.found else EXIT_NOT_FOUND)
+    sys.exit(result.exit_code)
 
 
 @main.command("node-cache", add_help_option=False,

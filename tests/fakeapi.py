@@ -26,8 +26,9 @@ Typical use::
 
 Fault injection: :meth:`compact`, :meth:`drop_watches`, :meth:`set_outage` (modes "refuse",
 "close", "503"), :meth:`fail_next`, :meth:`stall_watches`, ``required_token`` (401 otherwise),
-``on_list_page`` (a hook called before each list page is served, e.g. to compact mid-list)
-and ``response_delay`` (every answer starts late; ``peak_waiting`` counts concurrent requests).
+``forbidden`` (403 to everything), ``on_list_page`` (a hook called before each list page is
+served, e.g. to compact mid-list) and ``response_delay`` (every answer starts late;
+``peak_waiting`` counts concurrent requests).
 Assert on traffic with :attr:`requests`, :meth:`count`, :meth:`list_pages`,
 :meth:`watches_opened`.
 """
@@ -431,6 +432,10 @@ class _Handler(BaseHTTPRequestHandler):
             if scheme.lower() != "bearer" or token != fake.required_token:
                 self._send(rec, 401, _status(401, "Unauthorized", "Unauthorized"))
                 return
+        if fake.forbidden:
+            self._send(rec, 403, _status(403, "Forbidden", f"{kind or rec.path} is forbidden: "
+                                         "User \"kdns\" cannot list resource"))
+            return
         failure = fake._take_failure(kind, watch)
         if failure is not None:
             self._send(rec, failure.status, failure.body)
@@ -670,6 +675,8 @@ class FakeApiServer:
         """Kinds answered 404 (a CRD that is not installed)."""
         self.required_token: str | None = None
         """When set, requests without ``Authorization: Bearer <required_token>`` get 401."""
+        self.forbidden = False
+        """When set, every authenticated request gets 403 Forbidden (RBAC says no)."""
         self.on_list_page: Callable[[str, int], None] | None = None
         """Called as ``hook(kind, page_index)`` before each list page (0 = first page)."""
         self.response_delay = 0.0

@@ -138,3 +138,109 @@ def build_api_client(
     # immediate retries would only hide outages and delay stop().
     cfg.retries = False
     return client.ApiClient(cfg)
+
+
+class ApiAccessError(ValueError):
+    """The API cannot be used as configured; the message is one line naming the kubeconfig,
+    context or URL and the cause."""
+
+
+def _check_kubeconfig(path: str, context: str | None) -> None:
+    """Read and sanity-check a kubeconfig before the library does, so the error names the file
+    and says what is wrong (the library says "No configuration found" for a missing file)."""
+    import yaml
+
+    where = f"kubeconfig {path}"
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as err:
+        raise ApiAccessError(f"{where}: cannot read it: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ApiAccessError(f"{where}: not a text file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ApiAccessError(f"{where}: not valid YAML{at}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ApiAccessError(f"{where}: not a kubeconfig (expected a mapping with clusters, "
+                             "users and contexts)")
+    contexts = [c.get("name") for c in data.get("contexts") or [] if isinstance(c, dict)]
+    wanted = context or data.get("current-context")
+    if not wanted:
+        raise ApiAccessError(f"{where}: no current-context is set; give --context (one of: "
+                             f"{', '.join(map(str, contexts)) or 'none defined'})")
+    if wanted not in contexts:
+        how = "--context" if context else "current-context"
+        raise ApiAccessError(f"{where}: {how} {wanted!r} is not defined (contexts: "
+                             f"{', '.join(map(str, contexts)) or 'none'})")
+
+
+def load_api_client(conn: ConnectionConfig) -> Any:
+    """:func:`build_api_client`, with every failure turned into a one-line ApiAccessError."""
+    from kubernetes.config.config_exception import ConfigException
+
+    if conn.kubeconfig:
+        _check_kubeconfig(conn.kubeconfig, conn.context)
+    try:
+        return build_api_client(conn)
+    except ConfigException as err:
+        if not conn.kubeconfig and not conn.endpoint:
+            raise ApiAccessError(
+                f"no kubeconfig given and the in-cluster configuration cannot be loaded "
+                f"({err}); give --kubeconfig or --manifests") from None
+        raise ApiAccessError(f"{conn.describe()}: {err}") from None
+    except OSError as err:  # a certificate or token file the kubeconfig names
+        name = f" {err.filename}" if err.filename else ""
+        raise ApiAccessError(f"{conn.describe()}: cannot read{name}: "
+                             f"{err.strerror or err}") from None
+    except Exception as err:  # the library's own checks raise plain exceptions as well
+        raise ApiAccessError(f"{conn.describe()}: {type(err).__name__}: {err}") from None
+
+
+def probe_api(conn: ConnectionConfig, timeout: float = 5.0) -> None:
+    """One small list (namespaces, limit 1) so a bad URL, bad credentials or missing rights
+    show at start instead of as SERVFAIL later; raises ApiAccessError."""
+    import urllib3
+
+    client = load_api_client(conn)
+    url = client.configuration.host
+    try:
+        method, full, headers, _, _ = client.param_serialize(
+            "GET", "/api/v1/namespaces", query_params=[("limit", "1")],
+            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+        try:
+            rest = client.call_api(method, full, header_params=headers,
+                                   _request_timeout=(timeout, timeout))
+        except urllib3.exceptions.MaxRetryError as err:
+            cause = err.reason if err.reason is not None else err
+            raise ApiAccessError(f"Kubernetes API {url} ({conn.describe()}) is unreachable: "
+                                 f"{short_error(cause)}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            raise ApiAccessError(f"Kubernetes API {url} ({conn.describe()}) is unreachable: "
+                                 f"{short_error(err)}") from None
+        status = rest.response.status
+        if status == 401:
+            raise ApiAccessError(f"Kubernetes API {url} answered 401 Unauthorized: the "
+                                 f"credentials of {conn.describe()} were not accepted")
+        if status == 403:
+            raise ApiAccessError(f"Kubernetes API {url} answered 403 Forbidden: the user of "
+                                 f"{conn.describe()} may not list namespaces (kdns needs "
+                                 "list/watch on services, endpointslices, namespaces)")
+        if status >= 400:
+            raise ApiAccessError(f"Kubernetes API {url} answered HTTP {status} to a list of "
+                                 "namespaces")
+    finally:
+        client.close()
+
+
+def short_error(err: object) -> str:
+    """The useful tail of a urllib3 error ("[Errno 111] Connection refused", not the
+    connection pool's repr)."""
+    text = str(err)
+    if "]" in text and "Errno" in text:
+        text = text[text.index("[Errno"):]
+    return text

@@ -27,12 +27,12 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import urllib3
 
-from kdns.k8s.client import ConnectionConfig, build_api_client
+from kdns.k8s.client import ConnectionConfig, build_api_client, short_error
 from kdns.k8s.objects import PARSERS, meta_of
 from kdns.k8s.source import RESOURCES, Key, ResourceSpec, Sink
 from kdns.k8s.throttle import ApiLimits, RequestGate
@@ -184,6 +184,17 @@ class _Informer:
     def _failed(self, reason: str) -> None:
         self._failures += 1
         self._quick_retries = 0
+        if not self.synced:
+            # Never listed: there is no view to serve from, so say that (once per interval
+            # for the whole source, not per resource and attempt) and name the URL.
+            url = self._client.configuration.host if self._client is not None else None
+            self.source.report_no_data(url, reason)
+            if not self._stale:
+                self._stale = True
+                self._stale_since = time.monotonic()
+                self.sink.set_stale(self.kind, True, reason)
+            self.source._stop.wait(self.source._delay(self._failures))
+            return
         if not self._stale:
             self._stale = True
             self._stale_since = time.monotonic()
@@ -423,6 +434,8 @@ class ApiSource:
         backoff_initial: float = 0.2,
         backoff_max: float = BACKOFF_MAX,
         limits: ApiLimits | None = None,
+        no_data_log_interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         for spec in specs:
             if spec.kind not in RESOURCES:
@@ -436,12 +449,29 @@ class ApiSource:
         self.connect_timeout = connect_timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.no_data_log_interval = no_data_log_interval
+        self._clock = clock
+        self._log_lock = threading.Lock()
+        self._no_data_logged: float | None = None
         self._stop = threading.Event()
         self.limits = limits or ApiLimits()
         self.gate = RequestGate(self.limits, self._stop)
         """Shared by the informers: the limits are per connection, as in client-go."""
         self._informers = [_Informer(self, spec) for spec in self.specs]
         self._started = False
+
+    def report_no_data(self, url: str | None, reason: str) -> None:
+        """An informer that never listed failed: log it as an error at most once per
+        ``no_data_log_interval`` for the whole source."""
+        now = self._clock()
+        with self._log_lock:
+            if self._no_data_logged is not None and \
+                    now - self._no_data_logged < self.no_data_log_interval:
+                return
+            self._no_data_logged = now
+        where = f"{url} ({self.conn.describe()})" if url else self.conn.describe()
+        log.error("cannot list from the Kubernetes API at %s: %s; kdns has no cluster data yet "
+                  "(cluster names get SERVFAIL) and keeps retrying", where, short_error(reason))
 
     def _delay(self, attempt: int) -> float:
         """Full-jitter exponential back-off (AWS architecture blog): uniform(0, min(cap, b*2^n))."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from kdns.config.model import ConfigError, Directive, ServerBlock, error
 from kdns.plugins import registry
@@ -27,7 +27,14 @@ from kdns.plugins.metrics import listen_label
 from kdns.plugins.setup_context import Overrides, SetupContext
 from kdns.server.dispatch import Dispatcher, Zone, build_chain
 from kdns.server.httpd import HttpEndpoint
-from kdns.server.listeners import Limits, TcpListener, UdpListener, bind_pair
+from kdns.server.listeners import (
+    Limits,
+    ListenError,
+    TcpListener,
+    UdpListener,
+    bind_pair,
+    shared_with_another,
+)
 from kdns.server.metrics import ServerCollector
 
 log = logging.getLogger("kdns.server")
@@ -151,6 +158,9 @@ class KdnsServer:
         self.fatal_message: str | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ServerCollector(self))
+        # process_resident_memory_bytes, CPU seconds, open fds: what CoreDNS exports too (Go's
+        # process collector), and what the memory alert in deploy/observability reads.
+        ProcessCollector(registry=self.registry)
         self.process["metrics_registry"] = self.registry
         self.blocks: list[Block] = []
         self.listeners: list[Listener] = []
@@ -284,7 +294,19 @@ class KdnsServer:
         for lst in self.listeners if listeners is None else listeners:
             if lst.port == 0 and lst.config_port in picked:
                 lst.port = picked[lst.config_port]
-            udp_sock, tcp_sock = bind_pair(lst.host, lst.port)
+            what = ("zone " if len(lst.zones) == 1 else "zones ") + " ".join(sorted(lst.zones))
+            # Workers of --workers N share their port on purpose.
+            shared = (self.process.get("source_hub") is None
+                      and shared_with_another(lst.host, lst.port))
+            try:
+                udp_sock, tcp_sock = bind_pair(lst.host, lst.port)
+            except OSError as err:
+                raise ListenError(what, lst.host, lst.port, err) from None
+            if shared:
+                log.warning("udp %s:%d is already bound by another process that shares it "
+                            "(SO_REUSEPORT, e.g. another kdns): the kernel splits queries "
+                            "between both; unless this is a rollout, stop one of them",
+                            lst.host or "0.0.0.0", lst.port)
             lst.port = udp_sock.getsockname()[1]
             if lst.config_port == 0:
                 picked.setdefault(lst.config_port, lst.port)
@@ -315,8 +337,9 @@ class KdnsServer:
                     for side in lst.v6:
                         side.start()
             self.process["listen_addrs"].append((lst.host or "127.0.0.1", lst.port))
-            log.info("listening on udp+tcp %s:%d for %s", lst.host or "*", lst.port,
-                     " ".join(sorted(lst.zones)))
+            # The same address `kdns serve` prints on stdout (0.0.0.0 for all interfaces).
+            log.info("listening on udp+tcp %s:%d%s for %s", lst.host or "0.0.0.0", lst.port,
+                     f" and [::]:{lst.port}" if lst.v6 is not None else "", what)
         self._started = True
         self.process["serving"] = True
 

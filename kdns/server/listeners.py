@@ -10,6 +10,7 @@ connections so a slow client cannot hold resources forever.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import queue
 import socket
@@ -50,6 +51,42 @@ def _sockaddr(host: str, port: int) -> tuple[str, int] | tuple[str, int, int, in
                               socket.AI_NUMERICHOST)
     addr = info[0][4]
     return (str(addr[0]), port, 0, int(addr[3]))  # type: ignore[misc]
+
+
+class ListenError(OSError):
+    """A listener could not bind: says which one, where, why, and what to try."""
+
+    def __init__(self, what: str, host: str, port: int, err: OSError) -> None:
+        where = f"[{host}]:{port}" if ":" in host else f"{host or '0.0.0.0'}:{port}"
+        hint = ""
+        if err.errno == errno.EACCES:
+            hint = ("; ports below 1024 need root or CAP_NET_BIND_SERVICE: try --dns-port "
+                    "1053 (or another port above 1023)")
+        elif err.errno == errno.EADDRINUSE:
+            hint = "; another program holds that port: stop it, or use --dns-port"
+        elif err.errno == errno.EADDRNOTAVAIL:
+            hint = "; that address is not on this machine (check --dns-addr)"
+        self.text = f"cannot listen on udp+tcp {where} for {what}: {err.strerror or err}{hint}"
+        super().__init__(err.errno, self.text)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def shared_with_another(host: str, port: int) -> bool:
+    """Is UDP ``host:port`` already bound by another socket? Binding without SO_REUSEPORT
+    fails then, while kdns's own bind (with it) would share the port silently when the other
+    process set it too (another kdns)."""
+    if port == 0:
+        return False
+    with socket.socket(_family(host), socket.SOCK_DGRAM) as probe:
+        if _family(host) == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            return err.errno == errno.EADDRINUSE
+    return False
 
 
 def bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Metric
+from prometheus_client import CollectorRegistry, Metric, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -174,6 +174,7 @@ class Supervisor:
         self.process["fatal"] = self.fatal
         registry = CollectorRegistry(auto_describe=False)
         registry.register(WorkersCollector(self))
+        ProcessCollector(registry=registry)  # this process's own; workers' are not summed
         self.process["metrics_registry"] = registry
         return self
 

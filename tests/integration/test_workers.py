@@ -343,11 +343,13 @@ def test_a_port_in_use_fails_start_up_alike(workers: str, tmp_path: Path) -> Non
                             .replace(".:1053", f".:{port}")
                             .replace("manifests .", f"manifests {DEMO}")
                             .replace("127.0.0.1:8080", f"127.0.0.1:{_free_port()}")
-                            .replace("127.0.0.1:8181", f"127.0.0.1:{_free_port()}"))
+                            .replace("127.0.0.1:8181", f"127.0.0.1:{_free_port()}")
+                            .replace("127.0.0.1:9153", f"127.0.0.1:{_free_port()}"))
         r = subprocess.run([*KDNS, "serve", "--conf", str(corefile), "--dns-addr", "127.0.0.1",
                             "--workers", workers], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
-    assert "kdns: cannot listen: [Errno 98] Address already in use" in r.stderr, r.stderr
+    assert f"cannot listen on udp+tcp 127.0.0.1:{port} for zone" in r.stderr, r.stderr
+    assert "Address already in use" in r.stderr
 
 
 def test_a_forwarding_loop_stops_every_worker(tmp_path: Path) -> None:

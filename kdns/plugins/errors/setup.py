@@ -12,6 +12,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from dnslib import QTYPE
+
 from kdns.config.durations import parse_duration
 from kdns.config.model import Directive, error
 from kdns.plugins.base import Next, Request, Response
@@ -47,7 +49,8 @@ class ErrorsHandler:
         try:
             resp = nxt(req)
         except Exception as err:
-            self.report(f"{req.qname} {req.qtype}: {err}", exc=err)
+            # The type's mnemonic, as CoreDNS logs it ("A", "PTR"), not its number.
+            self.report(f"{req.qname} {QTYPE.get(req.qtype, req.qtype)}: {err}", exc=err)
             raise
         # A plugin that answered SERVFAIL for a reason worth logging (a template that failed
         # to render) leaves it here rather than raising, which would count as a panic.

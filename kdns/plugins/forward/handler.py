@@ -81,8 +81,12 @@ class ForwardHandler:
     """serve() waits on the network: the UDP listener answers misses from its worker pool."""
 
     def __init__(self, cfg: ForwardConfig, *, read_timeout: float | None = None,
-                 total_timeout: float | None = None, health_timeout: float | None = None) -> None:
+                 total_timeout: float | None = None, health_timeout: float | None = None,
+                 trace: Any = None) -> None:
         self.cfg = cfg
+        self.trace = trace
+        """``kdns resolve``'s record of where each name went (see kdns.resolve.ForwardTrace);
+        with no ``--upstream`` there, nothing is sent."""
         self.read_timeout = READ_TIMEOUT if read_timeout is None else read_timeout
         self.total_timeout = TOTAL_TIMEOUT if total_timeout is None else total_timeout
         self.health_timeout = HEALTH_TIMEOUT if health_timeout is None else health_timeout
@@ -161,6 +165,13 @@ class ForwardHandler:
     def serve_one(self, req: Request, nxt: Next) -> Response:
         if not self.cfg.matches(req.qname_lower):
             return nxt(req)
+        if self.trace is not None:
+            labels = ", ".join(u.label + (f" from {u.from_file}" if u.from_file else "")
+                               for u in self.cfg.upstreams)
+            if self.trace.upstream is None:
+                self.trace.note(req.qname_lower, f"would:{labels}")
+                return self._error(req, RCODE.SERVFAIL)
+            self.trace.note(req.qname_lower, labels)
         if must_not_block():
             raise WouldBlock  # the UDP loop hands this query to its worker pool
         limit = self.cfg.max_concurrent

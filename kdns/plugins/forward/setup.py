@@ -23,7 +23,7 @@ import logging
 import re
 import socket
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dnslib import RCODE
@@ -354,11 +354,13 @@ def parse_config(d: Directive, ctx: SetupContext) -> ForwardConfig:
     upstreams: list[UpstreamAddr] = []
     ports = listen_ports(ctx)
     bind_addr = ctx.process.get("dns_addr")
+    # `kdns resolve` builds a server that binds nothing, so nothing it forwards can loop.
+    binds = ctx.process.get("resolve_trace") is None
     for tok in d.args[1:]:
         addrs = _parse_to(tok, ctx)
         kept = []
         for addr in addrs:
-            if addr.from_file is not None and is_self(addr, ports, bind_addr):
+            if binds and addr.from_file is not None and is_self(addr, ports, bind_addr):
                 log.warning("%s: forward: dropping nameserver %s from %s: it is this kdns "
                             "server's own listener, forwarding to it would loop",
                             tok.loc, addr.label, addr.from_file)
@@ -464,7 +466,13 @@ def parse_config(d: Directive, ctx: SetupContext) -> ForwardConfig:
 
 
 def setup(d: Directive, ctx: SetupContext) -> ForwardHandler | None:
-    handler = ForwardHandler(parse_config(d, ctx))
+    cfg = parse_config(d, ctx)
+    trace = ctx.process.get("resolve_trace")
+    if trace is not None and trace.upstream is not None:
+        # `kdns resolve --upstream HOST:PORT`: every forwarded name goes there instead.
+        host, port = trace.upstream
+        cfg = replace(cfg, upstreams=(UpstreamAddr(host, port),))
+    handler = ForwardHandler(cfg, trace=trace)
     first = ctx.shared.get(NAME)
     if isinstance(first, ForwardHandler):
         # Another forward of this block (CoreDNS chains them in Corefile order): it joins the
