@@ -12,12 +12,12 @@ the setting the running code reads. The audit then checks three things:
 
 Documented no-ops (``file``'s ``reload_by_mtime``, ``forward``'s ``tls`` and
 ``tls_servername`` without a ``tls://`` upstream, the ``kubernetes`` ``apiserver_*`` options
-with ``manifests``) must log a line saying so. An option that only has a meaning next to
-another (``loadbalance``'s ``reload`` with ``weighted``, ``prometheus``'s ``tls`` sub-options)
-or that is required (``transfer``'s ``to``) is compared with a row's own baseline directive
-rather than the bare head. Whether each setting
-then does the right thing is shown by the plugin's own behaviour tests; this table is the
-completeness check across them.
+with ``manifests``, ``template``'s deprecated ``upstream`` addresses) must log a line saying
+so. An option that only means something next to another (``loadbalance``'s ``reload`` with
+``weighted``, ``prometheus``'s ``tls`` sub-options) or that is required (``transfer``'s ``to``)
+is compared with a baseline directive of its own rather than the bare head. Whether each
+setting then does the right thing is shown by the plugin's own behaviour tests; this table is
+the completeness check across them.
 """
 
 from __future__ import annotations
@@ -312,8 +312,12 @@ NO_OPS_WITHOUT_TLS_UPSTREAM = [
     for opt, line in (("tls", "tls"), ("tls_servername", "tls_servername dns.example"))
 ]
 
+UPSTREAM_ADDRESSES = Row("template", "upstream", block("template", "upstream 192.0.2.53"),
+                         rule("upstream"), None, "upstream's arguments have no effect")
+
 NO_OPS = ([(f"manifests-{r.option}", r) for r in NO_OPS_WITH_MANIFESTS]
-          + [(f"plain-forward-{r.option}", r) for r in NO_OPS_WITHOUT_TLS_UPSTREAM])
+          + [(f"plain-forward-{r.option}", r) for r in NO_OPS_WITHOUT_TLS_UPSTREAM]
+          + [("template-upstream-addresses", UPSTREAM_ADDRESSES)])
 
 
 @pytest.fixture(scope="module")
