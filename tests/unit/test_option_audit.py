@@ -73,6 +73,7 @@ BASE = {
     "errors": "errors",
     "file": "file db.example.org example.org",
     "forward": "forward . 127.0.0.1:5399",
+    "header": "header",
     "health": "health 127.0.0.1:8080",
     "hosts": "hosts hosts.txt example.org",
     "k8s_external": "k8s_external example.org",
@@ -235,6 +236,11 @@ ROWS = [
         "classes"),
     Row("log", "minDuration", block("log", "minDuration 50ms"),
         lambda h: [r.min_duration for r in h.rules], "min_duration"),
+    # header (a rule needs an action: each selector is compared with the other one)
+    Row("header", "query", block("header", "query set rd"), lambda h: (h.query, h.response),
+        "query", base=block("header", "response set rd")),
+    Row("header", "response", block("header", "response set rd"),
+        lambda h: (h.query, h.response), "response", base=block("header", "query set rd")),
     # bind (no handler: it sets the block's listen addresses)
     Row("bind", "except", block("bind", "except ::1"), lambda c: c.listen_hosts, "listen_hosts"),
     # dns64
@@ -400,7 +406,7 @@ def test_the_setting_is_read_by_running_code(row: Row) -> None:
 def documented_options(plugin: str) -> set[str]:
     """Option names in the README's Syntax section: the first word of the lines inside a
     ``{ ... }`` of its code blocks (placeholders in capitals are not options; CoreDNS's
-    ``minDuration`` is one)."""
+    ``minDuration`` is one), each alternative of a bracketed ``[query|response]``."""
     text = (KDNS / "plugins" / plugin / "README.md").read_text()
     syntax = text.split("## Syntax", 1)[1].split("\n## ", 1)[0]
     names: set[str] = set()
@@ -408,7 +414,10 @@ def documented_options(plugin: str) -> set[str]:
         depth = 0
         for line in fence.splitlines():
             word = line.split()[0] if line.split() else ""
-            if depth > 0 and re.fullmatch(r"[a-z][A-Za-z_]*", word):
+            alternatives = re.fullmatch(r"\[([a-z_|]+)\]", word)
+            if depth > 0 and alternatives:
+                names.update(alternatives.group(1).split("|"))
+            elif depth > 0 and re.fullmatch(r"[a-z][A-Za-z_]*", word):
                 names.add(word)
             depth += line.count("{") - line.count("}")
     return names
