@@ -12,12 +12,12 @@ the setting the running code reads. The audit then checks three things:
 
 Documented no-ops (``file``'s ``reload_by_mtime``, ``forward``'s ``tls`` and
 ``tls_servername`` without a ``tls://`` upstream, the ``kubernetes`` ``apiserver_*`` options
-with ``manifests``, ``template``'s deprecated ``upstream`` addresses) must log a line saying
-so. An option that only means something next to another (``loadbalance``'s ``reload`` with
-``weighted``, ``prometheus``'s ``tls`` sub-options) or that is required (``transfer``'s ``to``)
-is compared with a baseline directive of its own rather than the bare head. Whether each
-setting then does the right thing is shown by the plugin's own behaviour tests; this table is
-the completeness check across them.
+with ``manifests``, ``template``'s deprecated ``upstream`` addresses, ``prometheus``'s
+``client_ca`` with ``client_auth none``) must log a line saying so. An option that only means
+something next to another (``loadbalance``'s ``reload`` with ``weighted``, ``prometheus``'s
+``tls`` sub-options) or that is required (``transfer``'s ``to``) is compared with a baseline
+directive of its own rather than the bare head. Whether each setting then does the right thing
+is shown by the plugin's own behaviour tests; this table is the completeness check across them.
 """
 
 from __future__ import annotations
@@ -274,9 +274,8 @@ ROWS = [
         lambda h: h._runtime is not None, "_runtime"),
     Row("prometheus", "tls", block("prometheus", *PROM_TLS), lambda h: h.routes[0].tls is None,
         "tls"),
-    Row("prometheus", "client_ca", block("prometheus", *PROM_TLS[:2], "    client_ca cert.pem",
-                                         "}"),
-        route_tls(trusts_test_ca), "tls", base=block("prometheus", *PROM_TLS)),
+    Row("prometheus", "client_ca", block("prometheus", *PROM_CA), route_tls(trusts_test_ca),
+        "tls", base=block("prometheus", *PROM_TLS)),
     Row("prometheus", "min_version", block("prometheus", *PROM_TLS[:2], "    min_version 1.2",
                                            "}"),
         route_tls(lambda c: c.minimum_version), "tls", base=block("prometheus", *PROM_TLS)),
@@ -318,12 +317,17 @@ NO_OPS_WITHOUT_TLS_UPSTREAM = [
     for opt, line in (("tls", "tls"), ("tls_servername", "tls_servername dns.example"))
 ]
 
+CA_WITHOUT_CLIENT_AUTH = Row("prometheus", "client_ca",
+                             block("prometheus", *PROM_TLS[:2], "    client_ca cert.pem", "}"),
+                             route_tls(trusts_test_ca), None,
+                             "client_ca has no effect with client_auth none")
 UPSTREAM_ADDRESSES = Row("template", "upstream", block("template", "upstream 192.0.2.53"),
                          rule("upstream"), None, "upstream's arguments have no effect")
 
 NO_OPS = ([(f"manifests-{r.option}", r) for r in NO_OPS_WITH_MANIFESTS]
           + [(f"plain-forward-{r.option}", r) for r in NO_OPS_WITHOUT_TLS_UPSTREAM]
-          + [("template-upstream-addresses", UPSTREAM_ADDRESSES)])
+          + [("template-upstream-addresses", UPSTREAM_ADDRESSES),
+             ("prometheus-client_ca-without-client_auth", CA_WITHOUT_CLIENT_AUTH)])
 
 
 @pytest.fixture(scope="module")
