@@ -10,14 +10,15 @@ the setting the running code reads. The audit then checks three things:
 * the table covers every option the plugin's README lists in its Syntax section, so a new
   option cannot slip in untested.
 
-Documented no-ops (``file``'s ``reload_by_mtime``, ``forward``'s ``tls`` and
-``tls_servername`` without a ``tls://`` upstream, the ``kubernetes`` ``apiserver_*`` options
-with ``manifests``, ``template``'s deprecated ``upstream`` addresses, ``prometheus``'s
-``client_ca`` with ``client_auth none``) must log a line saying so. An option that only means
-something next to another (``loadbalance``'s ``reload`` with ``weighted``, ``prometheus``'s
-``tls`` sub-options) or that is required (``transfer``'s ``to``) is compared with a baseline
-directive of its own rather than the bare head. Whether each setting then does the right thing
-is shown by the plugin's own behaviour tests; this table is the completeness check across them.
+Documented no-ops (``file``'s ``reload_by_mtime``; ``forward``'s ``tls`` and
+``tls_servername`` without a ``tls://`` upstream, and its ``prefer_udp`` with ``force_tcp``;
+the ``kubernetes`` ``apiserver_*`` options with ``manifests``; ``template``'s deprecated
+``upstream`` addresses; ``prometheus``'s ``client_ca`` with ``client_auth none``) must log a
+line saying so. An option that only means something next to another (``loadbalance``'s
+``reload`` with ``weighted``, ``prometheus``'s ``tls`` sub-options) or that is required
+(``transfer``'s ``to``) is compared with a baseline directive of its own rather than the bare
+head. Whether each setting then does the right thing is shown by the plugin's own behaviour
+tests; this table is the completeness check across them.
 """
 
 from __future__ import annotations
@@ -321,12 +322,15 @@ CA_WITHOUT_CLIENT_AUTH = Row("prometheus", "client_ca",
                              block("prometheus", *PROM_TLS[:2], "    client_ca cert.pem", "}"),
                              route_tls(trusts_test_ca), None,
                              "client_ca has no effect with client_auth none")
+UDP_UNDER_FORCE_TCP = Row("forward", "prefer_udp", block("forward", "force_tcp", "prefer_udp"),
+                          cfg("prefer_udp"), None, "prefer_udp has no effect with force_tcp")
 UPSTREAM_ADDRESSES = Row("template", "upstream", block("template", "upstream 192.0.2.53"),
                          rule("upstream"), None, "upstream's arguments have no effect")
 
 NO_OPS = ([(f"manifests-{r.option}", r) for r in NO_OPS_WITH_MANIFESTS]
           + [(f"plain-forward-{r.option}", r) for r in NO_OPS_WITHOUT_TLS_UPSTREAM]
-          + [("template-upstream-addresses", UPSTREAM_ADDRESSES),
+          + [("forward-prefer_udp-with-force_tcp", UDP_UNDER_FORCE_TCP),
+             ("template-upstream-addresses", UPSTREAM_ADDRESSES),
              ("prometheus-client_ca-without-client_auth", CA_WITHOUT_CLIENT_AUTH)])
 
 

@@ -457,6 +457,9 @@ def parse_config(d: Directive, ctx: SetupContext) -> ForwardConfig:
             raise error(opt, NAME, f"{name} is not supported by kdns yet")
         else:
             raise error(opt, NAME, f"unknown property '{name}'")
+    if kw.get("force_tcp") and kw.get("prefer_udp"):
+        at = next(o for o in d.block or () if o.name.text == "prefer_udp")
+        log.info("%s: forward: prefer_udp has no effect with force_tcp", at.loc)
     if any(u.transport == "tls" for u in upstreams):
         kw["tls_context"] = tls_context(kw.get("tls_files", ()), ctx.config_dir,  # type: ignore[arg-type]
                                         tls_at)
