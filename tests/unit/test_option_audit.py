@@ -10,16 +10,24 @@ the setting the running code reads. The audit then checks three things:
 * the table covers every option the plugin's README lists in its Syntax section, so a new
   option cannot slip in untested.
 
-Documented no-ops (``file``'s ``reload_by_mtime``, ``forward``'s ``next``, the ``kubernetes``
-``apiserver_*`` options with ``manifests``) must log a line saying so. Whether each setting
-then does the right thing is shown by the plugin's own behaviour tests; this table is the
-completeness check across them.
+Documented no-ops (``file``'s ``reload_by_mtime``; ``forward``'s ``tls`` and
+``tls_servername`` without a ``tls://`` upstream, and its ``prefer_udp`` with ``force_tcp``;
+the ``kubernetes`` ``apiserver_*`` options with ``manifests``; ``template``'s deprecated
+``upstream`` addresses; ``prometheus``'s ``client_ca`` with ``client_auth none``) must log a
+line saying so. An option that only means something next to another (``loadbalance``'s
+``reload`` with ``weighted``, ``prometheus``'s ``tls`` sub-options) or that is required
+(``transfer``'s ``to``) is compared with a baseline directive of its own rather than the bare
+head. Whether each setting then does the right thing is shown by the plugin's own behaviour
+tests; this table is the completeness check across them.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import shutil
+import ssl
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,19 +63,32 @@ class Row:
     """The attribute the running code reads; None for a documented no-op."""
     logs: str | None = None
     """For a no-op: text the setup's log line must contain."""
+    base: str | None = None
+    """The directive without the option, when it is not ``BASE[plugin]``."""
 
 
 BASE = {
+    "bind": "bind 127.0.0.1 ::1",
     "cache": "cache",
+    "dns64": "dns64",
     "errors": "errors",
     "file": "file db.example.org example.org",
     "forward": "forward . 127.0.0.1:5399",
+    "header": "header",
     "health": "health 127.0.0.1:8080",
     "hosts": "hosts hosts.txt example.org",
+    "k8s_external": "k8s_external example.org",
     "kubernetes": "kubernetes cluster.local",
     "limits": "limits",
+    "loadbalance": "loadbalance",
+    "local": "local",
     "log": "log",
+    "metadata": "metadata",
+    "prometheus": "prometheus 127.0.0.1:9153",
+    "ready": "ready 127.0.0.1:8181",
+    "template": "template IN A example.org",
     "timeouts": "timeouts",
+    "transfer": "transfer example.org",
 }
 """Each plugin's directive head without options."""
 
@@ -80,9 +101,32 @@ def limit(key: str) -> Callable[[Any], Any]:
     return lambda h: h.listener_limits.get(key)
 
 
-def block(plugin: str, *lines: str) -> str:
+def block(plugin: str, *lines: str, head: str | None = None) -> str:
     body = "".join(f"        {ln}\n" for ln in lines)
-    return f"{BASE[plugin]} {{\n{body}    }}"
+    return f"{head or BASE[plugin]} {{\n{body}    }}"
+
+
+def rule(attr: str) -> Callable[[Any], Any]:
+    """A setting of the first rule of a plugin that collects rules (template)."""
+    return lambda h: getattr(h.cfg.rules[0], attr)
+
+
+def route_tls(probe: Callable[[ssl.SSLContext], Any]) -> Callable[[Any], Any]:
+    """A property of the TLS context prometheus serves ``/metrics`` with."""
+    return lambda h: probe(h.routes[0].tls)
+
+
+def trusts_test_ca(ctx: ssl.SSLContext) -> bool:
+    return CA_NAME in str(ctx.get_ca_certs())
+
+
+CA_NAME = "kdns option audit CA"
+FWD_TLS = "forward . tls://127.0.0.1:5399"
+K8S_MC = "kubernetes cluster.local clusterset.local"
+WEIGHTED = "loadbalance weighted weights.txt"
+MAP = ("map {{.Proto}} proto {", "    udp u")
+PROM_TLS = ("tls cert.pem key.pem {", "    client_auth none", "}")
+PROM_CA = ("tls cert.pem key.pem {", "    client_ca cert.pem", "}")
 
 
 ROWS = [
@@ -125,11 +169,17 @@ ROWS = [
         cfg("max_concurrent"), "max_concurrent"),
     Row("forward", "failover", block("forward", "failover SERVFAIL"), cfg("failover_rcodes"),
         "failover_rcodes"),
-    Row("forward", "next", block("forward", "next NXDOMAIN"), cfg("next_rcodes"), None,
-        "'next' has no effect"),
+    Row("forward", "next", block("forward", "next NXDOMAIN"), cfg("next_rcodes"),
+        "next_rcodes"),
     Row("forward", "failfast_all_unhealthy_upstreams",
         block("forward", "failfast_all_unhealthy_upstreams"),
         cfg("failfast_all_unhealthy_upstreams"), "failfast_all_unhealthy_upstreams"),
+    Row("forward", "tls", block("forward", "tls cert.pem", head=FWD_TLS),
+        lambda h: trusts_test_ca(h.cfg.tls_context), "tls_context", base=FWD_TLS),
+    Row("forward", "tls_servername", block("forward", "tls_servername dns.example", head=FWD_TLS),
+        cfg("tls_servername"), "tls_servername", base=FWD_TLS),
+    Row("forward", "source_address", block("forward", "source_address 127.0.0.1"),
+        cfg("source_address"), "source_address"),
     # health
     Row("health", "lameduck", block("health", "lameduck 5s"), lambda h: h.lameduck,
         "lameduck"),
@@ -174,13 +224,86 @@ ROWS = [
         cfg("apiserver_burst"), "apiserver_burst"),
     Row("kubernetes", "apiserver_max_inflight", block("kubernetes", "apiserver_max_inflight 2"),
         cfg("apiserver_max_inflight"), "apiserver_max_inflight"),
+    Row("kubernetes", "multicluster", block("kubernetes", "multicluster clusterset.local",
+                                            head=K8S_MC),
+        cfg("multicluster"), "multicluster", base=K8S_MC),
     # limits and timeouts (they only carry listener settings; baseline: the server defaults)
     *(Row("limits", key, block("limits", f"{key} 7"), limit(key), key)
       for key in ("tcp_connections", "tcp_queries", "udp_queue", "udp_workers")),
     *(Row("timeouts", word, block("timeouts", f"{word} 7s"), limit(f"tcp_{word}"),
           f"tcp_{word}") for word in ("read", "write", "idle")),
     # log
-    Row("log", "class", block("log", "class denial"), cfg("classes"), "classes"),
+    Row("log", "class", block("log", "class denial"), lambda h: [r.classes for r in h.rules],
+        "classes"),
+    Row("log", "minDuration", block("log", "minDuration 50ms"),
+        lambda h: [r.min_duration for r in h.rules], "min_duration"),
+    # header (a rule needs an action: each selector is compared with the other one)
+    Row("header", "query", block("header", "query set rd"), lambda h: (h.query, h.response),
+        "query", base=block("header", "response set rd")),
+    Row("header", "response", block("header", "response set rd"),
+        lambda h: (h.query, h.response), "response", base=block("header", "query set rd")),
+    # bind (no handler: it sets the block's listen addresses)
+    Row("bind", "except", block("bind", "except ::1"), lambda c: c.listen_hosts, "listen_hosts"),
+    # dns64
+    Row("dns64", "prefix", block("dns64", "prefix 2001:db8::/96"), cfg("prefix"), "prefix"),
+    Row("dns64", "translate_all", block("dns64", "translate_all"), cfg("translate_all"),
+        "translate_all"),
+    Row("dns64", "allow_ipv4", block("dns64", "allow_ipv4"), cfg("allow_ipv4"), "allow_ipv4"),
+    # k8s_external
+    Row("k8s_external", "apex", block("k8s_external", "apex ns"), cfg("apex"), "apex"),
+    Row("k8s_external", "ttl", block("k8s_external", "ttl 60"), cfg("ttl"), "ttl"),
+    Row("k8s_external", "headless", block("k8s_external", "headless"), cfg("headless"),
+        "headless"),
+    Row("k8s_external", "fallthrough", block("k8s_external", "fallthrough"), cfg("fallthrough"),
+        "fallthrough"),
+    # loadbalance
+    Row("loadbalance", "prefer", block("loadbalance", "prefer 10.0.0.0/8"), cfg("prefer"),
+        "prefer"),
+    Row("loadbalance", "reload", block("loadbalance", "reload 5s", head=WEIGHTED),
+        lambda h: h.picker.reload, "reload", base=WEIGHTED),
+    # local
+    Row("local", "localhost_prefix", block("local", "localhost_prefix off"),
+        lambda h: h.localhost_prefix, "localhost_prefix"),
+    # metadata
+    Row("metadata", "map", block("metadata", *MAP, "}"), cfg("map"), "map"),
+    Row("metadata", "default", block("metadata", *MAP, "    default d", "}"),
+        lambda h: h.cfg.map.rows, "rows", base=block("metadata", *MAP, "}")),
+    Row("metadata", "default", block("metadata", *MAP, "    default REFUSED", "}"),
+        lambda h: h.cfg.map.rcode_on_miss, "rcode_on_miss", base=block("metadata", *MAP, "}")),
+    # prometheus
+    Row("prometheus", "runtime_metrics", block("prometheus", "runtime_metrics"),
+        lambda h: h._runtime is not None, "_runtime"),
+    Row("prometheus", "tls", block("prometheus", *PROM_TLS), lambda h: h.routes[0].tls is None,
+        "tls"),
+    Row("prometheus", "client_ca", block("prometheus", *PROM_CA), route_tls(trusts_test_ca),
+        "tls", base=block("prometheus", *PROM_TLS)),
+    Row("prometheus", "min_version", block("prometheus", *PROM_TLS[:2], "    min_version 1.2",
+                                           "}"),
+        route_tls(lambda c: c.minimum_version), "tls", base=block("prometheus", *PROM_TLS)),
+    Row("prometheus", "client_auth", block("prometheus", *PROM_CA[:2], "    client_auth verify",
+                                           "}"),
+        route_tls(lambda c: c.verify_mode), "tls", base=block("prometheus", *PROM_CA)),
+    # ready
+    Row("ready", "monitor", block("ready", "monitor continuously"), lambda h: h.monitor,
+        "monitor"),
+    # template
+    Row("template", "match", block("template", "match ^www[.]"),
+        lambda h: [r.pattern for r in h.cfg.rules[0].regex], "regex"),
+    *(Row("template", section, block("template", f'{section} "{rr}"'),
+          lambda h: [r.section for r in h.cfg.rules[0].records], "records")
+      for section, rr in (("answer", "{{ .Name }} 60 IN A 192.0.2.1"),
+                          ("additional", "ns.example.org. 60 IN A 192.0.2.1"),
+                          ("authority", "example.org. 60 IN NS ns.example.org."))),
+    Row("template", "rcode", block("template", "rcode NXDOMAIN"), rule("rcode"), "rcode"),
+    Row("template", "ederror", block("template", "ederror 15 blocked"), rule("ede"), "ede"),
+    Row("template", "fallthrough", block("template", "fallthrough"), rule("fallthrough"),
+        "fallthrough"),
+    Row("template", "upstream", block("template", "upstream"), rule("upstream"), "upstream"),
+    # transfer ('to' is required: each row compares with another 'to')
+    Row("transfer", "to", block("transfer", "to 192.0.2.2:5300"),
+        lambda h: h.rules[0].targets, "targets", base=block("transfer", "to 192.0.2.1")),
+    Row("transfer", "to", block("transfer", "to *"),
+        lambda h: h.rules[0].anyone, "anyone", base=block("transfer", "to 192.0.2.1")),
 ]
 
 NO_OPS_WITH_MANIFESTS = [
@@ -189,12 +312,51 @@ NO_OPS_WITH_MANIFESTS = [
     for opt in ("apiserver_qps", "apiserver_burst", "apiserver_max_inflight")
 ]
 
+NO_OPS_WITHOUT_TLS_UPSTREAM = [
+    Row("forward", opt, block("forward", line), cfg(opt), None,
+        f"{opt} has no effect: no upstream is tls://")
+    for opt, line in (("tls", "tls"), ("tls_servername", "tls_servername dns.example"))
+]
+
+CA_WITHOUT_CLIENT_AUTH = Row("prometheus", "client_ca",
+                             block("prometheus", *PROM_TLS[:2], "    client_ca cert.pem", "}"),
+                             route_tls(trusts_test_ca), None,
+                             "client_ca has no effect with client_auth none")
+UDP_UNDER_FORCE_TCP = Row("forward", "prefer_udp", block("forward", "force_tcp", "prefer_udp"),
+                          cfg("prefer_udp"), None, "prefer_udp has no effect with force_tcp")
+UPSTREAM_ADDRESSES = Row("template", "upstream", block("template", "upstream 192.0.2.53"),
+                         rule("upstream"), None, "upstream's arguments have no effect")
+
+NO_OPS = ([(f"manifests-{r.option}", r) for r in NO_OPS_WITH_MANIFESTS]
+          + [(f"plain-forward-{r.option}", r) for r in NO_OPS_WITHOUT_TLS_UPSTREAM]
+          + [("forward-prefer_udp-with-force_tcp", UDP_UNDER_FORCE_TCP),
+             ("template-upstream-addresses", UPSTREAM_ADDRESSES),
+             ("prometheus-client_ca-without-client_auth", CA_WITHOUT_CLIENT_AUTH)])
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """A self-signed CA certificate and its key (cert.pem, key.pem), made with openssl."""
+    if shutil.which("openssl") is None:
+        return None
+    d = tmp_path_factory.mktemp("pki")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "key.pem", "-out",
+                    "cert.pem", "-days", "1", "-subj", f"/CN={CA_NAME}", "-addext",
+                    "basicConstraints=critical,CA:TRUE"],
+                   cwd=d, check=True, capture_output=True, timeout=60)
+    return d
+
 
 @pytest.fixture
-def setup_dir(tmp_path: Path) -> Path:
+def setup_dir(tmp_path: Path, pki: Path | None) -> Path:
     (tmp_path / "db.example.org").write_text(ZONE)
     (tmp_path / "hosts.txt").write_text("192.0.2.10 www.example.org\n")
+    (tmp_path / "weights.txt").write_text("www.example.org\n192.0.2.10 3\n")
     (tmp_path / "objects").mkdir()
+    if pki is not None:
+        for name in ("cert.pem", "key.pem"):
+            shutil.copy(pki / name, tmp_path / name)
     return tmp_path
 
 
@@ -206,26 +368,30 @@ def build(line: str, where: Path) -> Any:
         import importlib
 
         func = importlib.import_module(f"kdns.plugins.{d.name.text}.setup").setup
-    return func(d, SetupContext(blk.keys, where, process={}))
+    ctx = SetupContext(blk.keys, where, process={})
+    handler = func(d, ctx)
+    # A directive without a handler (bind) leaves its effect in the block's context.
+    return handler if handler is not None else ctx
 
 
-def _baseline(plugin: str, where: Path) -> Any:
-    if plugin in ("limits", "timeouts"):
+def _baseline(row: Row, where: Path) -> Any:
+    if row.plugin in ("limits", "timeouts"):
         return type("Defaults", (), {"listener_limits": {}})()
-    return build(BASE[plugin], where)
+    return build(row.base or BASE[row.plugin], where)
 
 
-@pytest.mark.parametrize("row", ROWS + NO_OPS_WITH_MANIFESTS,
-                         ids=[f"{r.plugin}-{r.option}" for r in ROWS]
-                         + [f"manifests-{r.option}" for r in NO_OPS_WITH_MANIFESTS])
+@pytest.mark.parametrize("row", ROWS + [r for _, r in NO_OPS],
+                         ids=[f"{r.plugin}-{r.option}" for r in ROWS] + [i for i, _ in NO_OPS])
 def test_option_changes_the_plugin_or_logs_that_it_does_not(
-        row: Row, setup_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+        row: Row, setup_dir: Path, pki: Path | None, caplog: pytest.LogCaptureFixture) -> None:
+    if pki is None and "cert.pem" in row.line:
+        pytest.skip("needs the openssl CLI to make a certificate")
     with caplog.at_level(logging.INFO, logger="kdns"):
         handler = build(row.line, setup_dir)
     if row.reads is None:
         assert row.logs is not None and row.logs in caplog.text
         return
-    baseline = _baseline(row.plugin, setup_dir)
+    baseline = _baseline(row, setup_dir)
     assert row.probe(handler) != row.probe(baseline)
 
 
@@ -247,7 +413,8 @@ def test_the_setting_is_read_by_running_code(row: Row) -> None:
 
 def documented_options(plugin: str) -> set[str]:
     """Option names in the README's Syntax section: the first word of the lines inside a
-    ``{ ... }`` of its code blocks (placeholders in capitals are not options)."""
+    ``{ ... }`` of its code blocks (placeholders in capitals are not options; CoreDNS's
+    ``minDuration`` is one), each alternative of a bracketed ``[query|response]``."""
     text = (KDNS / "plugins" / plugin / "README.md").read_text()
     syntax = text.split("## Syntax", 1)[1].split("\n## ", 1)[0]
     names: set[str] = set()
@@ -255,7 +422,10 @@ def documented_options(plugin: str) -> set[str]:
         depth = 0
         for line in fence.splitlines():
             word = line.split()[0] if line.split() else ""
-            if depth > 0 and re.fullmatch(r"[a-z_]+", word):
+            alternatives = re.fullmatch(r"\[([a-z_|]+)\]", word)
+            if depth > 0 and alternatives:
+                names.update(alternatives.group(1).split("|"))
+            elif depth > 0 and re.fullmatch(r"[a-z][A-Za-z_]*", word):
                 names.add(word)
             depth += line.count("{") - line.count("}")
     return names

@@ -459,9 +459,19 @@ def parse_config(d: Directive, ctx: SetupContext) -> ForwardConfig:
             raise error(opt, NAME, f"{name} is not supported by kdns yet")
         else:
             raise error(opt, NAME, f"unknown property '{name}'")
+    if kw.get("force_tcp") and kw.get("prefer_udp"):
+        at = next(o for o in d.block or () if o.name.text == "prefer_udp")
+        log.info("%s: forward: prefer_udp has no effect with force_tcp", at.loc)
     if any(u.transport == "tls" for u in upstreams):
         kw["tls_context"] = tls_context(kw.get("tls_files", ()), ctx.config_dir,  # type: ignore[arg-type]
                                         tls_at)
+    else:
+        # CoreDNS accepts these and applies them to tls:// upstreams only; say so rather than
+        # take a Corefile that means DNS over TLS and quietly send plain DNS.
+        for opt in d.block or ():
+            if opt.name.text in ("tls", "tls_servername"):
+                log.info("%s: forward: %s has no effect: no upstream is tls://", opt.loc,
+                         opt.name.text)
     return ForwardConfig(from_zone, tuple(upstreams), **kw)  # type: ignore[arg-type]
 
 

@@ -14,6 +14,7 @@ verified. The certificate files are loaded here, so a bad one is a located error
 
 from __future__ import annotations
 
+import logging
 import ssl
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from kdns.config.model import Directive, error
 from kdns.plugins.base import Next, Request, Response
 from kdns.plugins.http import Route, listen_addr
 from kdns.plugins.setup_context import SetupContext
+
+log = logging.getLogger("kdns.prometheus")
 
 
 class PrometheusHandler:
@@ -98,6 +101,7 @@ def _tls(opt: Directive, config_dir: Path) -> ssl.SSLContext:
         return str(Path(text) if Path(text).is_absolute() else config_dir / text)
 
     client_ca: str | None = None
+    client_ca_at: Directive | None = None
     min_version = ssl.TLSVersion.TLSv1_3
     auth = "require_and_verify"
     for sub in opt.block or ():
@@ -105,7 +109,7 @@ def _tls(opt: Directive, config_dir: Path) -> ssl.SSLContext:
         if len(args) != 1 or sub.block is not None:
             raise error(sub, "prometheus", f"{name} needs one value")
         if name == "client_ca":
-            client_ca = path(args[0].text)
+            client_ca, client_ca_at = path(args[0].text), sub
         elif name == "min_version":
             if args[0].text not in TLS_VERSIONS:
                 raise error(args[0], "prometheus", f"unsupported TLS version: {args[0].text}")
@@ -120,6 +124,9 @@ def _tls(opt: Directive, config_dir: Path) -> ssl.SSLContext:
     if auth != "none" and client_ca is None:
         raise error(opt, "prometheus", f"client_auth {auth} needs client_ca (the CA that signs "
                                        "the scrapers' certificates), or client_auth none")
+    if auth == "none" and client_ca_at is not None:
+        # Accepted as CoreDNS accepts it, but nothing asks a scraper for a certificate.
+        log.info("%s: prometheus: client_ca has no effect with client_auth none", client_ca_at.loc)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         ctx.minimum_version = min_version

@@ -11,6 +11,7 @@ plugin does not provide is rejected here rather than failing on every query.
 
 from __future__ import annotations
 
+import logging
 import re
 
 from dnslib import QTYPE, RCODE, DNSError
@@ -28,6 +29,7 @@ from kdns.plugins.template.handler import (
 )
 
 NAME = "template"
+log = logging.getLogger("kdns.template")
 CLASSES = {"IN": 1, "CS": 2, "CH": 3, "HS": 4, "NONE": 254, "ANY": 255}
 RCODES = {"NOERROR": 0, "FORMERR": 1, "SERVFAIL": 2, "NXDOMAIN": 3, "NOTIMP": 4, "REFUSED": 5,
           "YXDOMAIN": 6, "YXRRSET": 7, "NXRRSET": 8, "NOTAUTH": 9, "NOTZONE": 10}
@@ -130,7 +132,13 @@ def _rule(d: Directive, ctx: SetupContext) -> TemplateRule:
         elif name == "fallthrough":
             fallthrough = tuple(zone_args(args, NAME))
         elif name == "upstream":
-            upstream = True  # CoreDNS ignores its arguments (deprecated); so does kdns
+            upstream = True
+            if args:
+                # CoreDNS's deprecated upstream addresses: it drops them unread, and so does
+                # kdns, but not without saying so.
+                log.info("%s: template: upstream's arguments have no effect (%s): the target "
+                         "is resolved through the rest of the chain", opt.loc,
+                         " ".join(t.text for t in args))
         else:
             raise error(opt.name, NAME, f"unknown property '{name}'")
     # Answer records in their section order as CoreDNS writes them: answer, additional,
