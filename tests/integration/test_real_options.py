@@ -125,7 +125,9 @@ def test_prometheus_runtime_metrics(runtime: bool, tmp_path: Path) -> None:
         status, body = get(mport, "/metrics")
         assert status == 200
         assert b"coredns_dns_requests_total{" in body
-        assert (b"\nprocess_resident_memory_bytes " in body) is runtime
+        assert b"\nprocess_resident_memory_bytes " in body  # always, as in CoreDNS
+        assert body.count(b"# TYPE process_resident_memory_bytes ") == 1
+        assert (b"\npython_gc_collections_total{" in body) is runtime
         assert (b"\npython_gc_collections_total{" in body) is runtime
         assert body.count(b"# TYPE coredns_dns_requests_total ") == 1
 

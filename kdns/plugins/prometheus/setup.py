@@ -23,7 +23,6 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
     CollectorRegistry,
     generate_latest,
 )
@@ -48,7 +47,9 @@ class PrometheusHandler:
         self._runtime: CollectorRegistry | None = None
         if runtime_metrics:
             self._runtime = CollectorRegistry(auto_describe=False)
-            for collector in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+            # The process collector (memory, CPU, fds) is always in the server's registry, as
+            # in CoreDNS; registering it here too would expose its families twice.
+            for collector in (GC_COLLECTOR, PLATFORM_COLLECTOR):
                 self._runtime.register(collector)
 
     def scrape(self) -> tuple[int, str, bytes]:
