@@ -3,15 +3,15 @@
 The hot path, written down (STYLE):
 
 1. datagram in;
-2. fast path: :func:`kdns.dns.wire.fast_key` peeks the question bytes -> the stored reply for
-   that key under the current data generation -> patch ID and name case -> send. Done;
-3. miss: strict parse (FORMERR / NOTIMP / drop) -> zone by longest suffix (REFUSED when no
-   block serves it) -> plugin chain -> encode within the client's size (TC when cut) -> send,
-   and store the bytes in the fast path when the plugin that answered says the reply depends
-   only on the question and the data generation.
-
-The fast path is dropped wholesale when :data:`kdns.plugins.base.GENERATION` moves: one integer
-comparison per query keeps precomputed bytes from outliving the data they were built from.
+2. fast path: catch up with data changes when :data:`kdns.plugins.base.GENERATION` moved (one
+   integer comparison; a change evicts only the replies that depend on what it touched) ->
+   the stored reply for these exact bytes after the ID, else for :func:`kdns.dns.wire.fast_key`
+   (name lower-cased) -> patch ID (and the client's spelling of the name) -> send. Done;
+3. miss: read the data version -> strict parse (FORMERR / NOTIMP / drop) -> zone by longest
+   suffix (REFUSED when no block serves it) -> plugin chain -> encode within the client's size
+   (TC when cut) -> send, and store the bytes (:mod:`kdns.server.store`) when the plugin that
+   answered says the reply is ``fast``, under its dependency keys, stamped with that version:
+   the store refuses it if one of those keys changed in the meantime.
 """
 
 from __future__ import annotations
@@ -27,12 +27,9 @@ from dnslib.dns import RD
 from kdns.dns import wire
 from kdns.plugins.base import GENERATION, Next, Request, Response, WouldBlock, inline_only
 from kdns.server.stats import Entry, Rotation, Stats, StatsKey, make_key
+from kdns.server.store import DEFAULT_MAX_BYTES, ReplyStore, stored_form
 
 log = logging.getLogger("kdns.server")
-
-FAST_PATH_MAX_ENTRIES = 200_000
-"""Bound on stored replies per listener and protocol; past it the store starts over, so random
-names cannot grow memory without limit."""
 
 
 @dataclass(slots=True)
@@ -97,8 +94,12 @@ class Dispatcher:
     """1 for an IPv4 listener, 2 for IPv6 (the ``family`` metric label)."""
     counters: Counters = field(default_factory=Counters)
     stats: Stats = field(default_factory=Stats)
-    store: dict[bytes, Entry] = field(default_factory=dict)
-    generation: int = -1
+    max_bytes: int = DEFAULT_MAX_BYTES
+    """Budget of this listener's reply store (``--reply-store-mb``)."""
+    store: ReplyStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = ReplyStore(self.stats, self.max_bytes)
 
     def route(self, qname_lower: str) -> Zone | None:
         """Longest-suffix match of the query name against the served zones."""
@@ -112,45 +113,35 @@ class Dispatcher:
             dot = name.find(".")
             name = name[dot + 1 :] or "."
 
-    def _reset(self) -> None:
-        self.stats.fold(self.store)
-        self.store = {}
-        self.generation = GENERATION.value
-
     def lookup(self, data: bytes) -> bytes | None:
         """The fast path: a stored reply for ``data``, or None on a miss.
 
         First the exact bytes after the ID: resolvers repeat their questions byte for byte,
-        and such a hit is one slice, one dict lookup and one concatenation. Only a key stored
-        from a valid plain query can match, so no header checks are needed. Otherwise the
-        name is lower-cased (:func:`wire.fast_key`) and the reply patched with the client's
-        spelling, which is then stored under these exact bytes too.
+        and such a hit is one slice, one dict lookup and one concatenation. Replies are stored
+        spelled in lower case, so another spelling (0x20) looks up the lower-cased key and
+        patches its own spelling into the reply; it adds no entry.
         """
-        if GENERATION.value != self.generation:
-            self._reset()
         store = self.store
-        entry = store.get(data[2:])
-        if entry is not None and entry.tail is not None:
-            if entry.expires and entry.expires < time.monotonic():
-                return None  # a cache replay past its second: ask the cache again
+        if GENERATION.value != store.version:
+            store.catch_up()
+        entries = store.entries
+        entry = entries.get(data[2:])
+        if entry is None or entry.tail is None:
+            k = wire.fast_key(data)
+            if k is None:
+                return None
+            entry = entries.get(k[0])
+            if entry is None or (entry.expires and entry.expires < time.monotonic()):
+                return None
             entry.hits += 1
-            return data[:2] + entry.tail
-        k = wire.fast_key(data)
-        if k is None:
-            return None
-        entry = store.get(k[0])
-        if entry is None or (entry.expires and entry.expires < time.monotonic()):
-            return None
+            reply = entry.reply
+            if isinstance(reply, Rotation):
+                reply = reply.next()
+            return wire.patch(reply, data, k[1])
+        if entry.expires and entry.expires < time.monotonic():
+            return None  # a cache replay past its second: ask the cache again
         entry.hits += 1
-        reply = entry.reply
-        if type(reply) is Rotation:
-            reply = reply.next()
-        end = k[1]
-        out: bytes = data[:2] + reply[2:12] + data[12:end] + reply[end:]  # type: ignore[index]
-        if type(entry.reply) is bytes and len(store) < FAST_PATH_MAX_ENTRIES:
-            variant = Entry(out, entry.stats, entry.expires, tally=entry.tally)
-            store[data[2:]] = variant  # this client's spelling, answered exactly next time
-        return out
+        return data[:2] + entry.tail
 
     def handle(self, data: bytes, client: tuple[str, int]) -> bytes | None:
         """The slow path for one message; returns the reply bytes or None to stay silent."""
@@ -186,6 +177,10 @@ class Dispatcher:
             return self._any(data, query, zone, max_size, started)
         req = Request(query.msg, query.qname, qname_lower, query.qtype, query.qclass, client,
                       self.proto, zone.server_label, zone.name, max_size, query.do)
+        # Read before any plugin reads its data: publishers swap data, then bump, so whatever
+        # the chain reads is at least this new, and the store refuses the reply if something
+        # it depends on changed after this version.
+        built_at = GENERATION.value
         try:
             resp = zone.chain(req)
         except WouldBlock:
@@ -205,7 +200,7 @@ class Dispatcher:
             self.counters.dropped += 1
             return None
         out = wire.encode(self._with_opt(resp.msg, query), max_size)
-        if resp.fast and zone.fast_ok and resp.generation == GENERATION.value:
+        if resp.fast and zone.fast_ok:
             k = wire.fast_key(data)
             if k is not None and wire.patchable(out, data):
                 stored: bytes | Rotation = bytes(out)
@@ -215,7 +210,7 @@ class Dispatcher:
                                                     for v in resp.variants)])
                 self._store(data, k[0], stored, make_key(
                     zone.name, query.qtype, out, resp.plugin, len(data), query.do), resp.expires,
-                    resp.tally)
+                    resp.tally, deps=resp.deps, built_at=built_at)
         self._count(zone.name, query.qtype, out, resp.plugin, len(data), query.do, started)
         self._log(req, out, started)
         return out
@@ -236,23 +231,13 @@ class Dispatcher:
         return out
 
     def _store(self, data: bytes, key: bytes, reply: bytes | Rotation, stats: StatsKey,
-               expires: float, tally: Hashable | None = None) -> None:
-        """Store a reply under the lower-cased key and, when the query spelled its name in
-        another case, under its exact bytes too.
-
-        The reply repeats this query's spelling. Under the lower-cased key it must only be
-        patched (a later query may spell the name otherwise), never replayed as is; under the
-        exact bytes it may be replayed as is.
-        """
-        if self.generation != GENERATION.value or len(self.store) >= FAST_PATH_MAX_ENTRIES:
-            self._reset()  # random names must not grow the store without bound
-        exact = bytes(data[2:])
-        key = bytes(key)
-        if key == exact:
-            self.store[key] = Entry(reply, stats, expires, tally=tally)
-        else:
-            self.store[key] = Entry(reply, stats, expires, exact=False, tally=tally)
-            self.store[exact] = Entry(reply, stats, expires, tally=tally)
+               expires: float, tally: Hashable | None = None, *,
+               deps: tuple[Hashable, ...] | None = (), built_at: int | None = None) -> None:
+        """Store a reply under the lower-cased key, spelled in lower case (one entry whatever
+        the client's case), built from ``deps`` at data version ``built_at``."""
+        end = data.find(0, 12)
+        entry = Entry(stored_form(reply, key, end), stats, expires, tally=tally, deps=deps)
+        self.store.put(bytes(key), entry, built_at)
 
     def _count(self, zone: str, qtype: int, out: bytes, plugin: str, req_size: int, do: bool,
                started: float) -> None:

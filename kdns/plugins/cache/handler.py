@@ -58,7 +58,7 @@ from dnslib import QTYPE, RCODE, RR, DNSHeader, DNSRecord
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from kdns.config.zones import in_zone
-from kdns.plugins.base import GENERATION, Next, Request, Response, WouldBlock
+from kdns.plugins.base import Next, Request, Response, WouldBlock
 from kdns.plugins.cache.setup import DENIAL, NAME, SUCCESS, CacheConfig
 from kdns.plugins.metrics import VIEW, server_label
 from kdns.plugins.setup_context import SetupContext
@@ -282,7 +282,7 @@ class CacheHandler:
         # The reply only changes when its TTL ticks down a second, so the server may replay its
         # bytes for up to a second (FAST_REPLAY) instead of asking the cache for every query.
         return Response(self._reply(entry, req, entry.ttl if self.cfg.keepttl else remaining), NAME,
-                        fast=True, generation=GENERATION.value,
+                        fast=True, deps=(),
                         expires=time.monotonic() + FAST_REPLAY,
                         tally=self.replay_tokens[entry.kind])
 

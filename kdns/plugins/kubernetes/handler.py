@@ -19,7 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from kdns.config.zones import longest_zone
 from kdns.k8s.source import ResourceSpec, Sink, Source, SourceFactory
 from kdns.plugins.answering import authoritative_reply, chase
-from kdns.plugins.base import Next, Request, Response
+from kdns.plugins.base import Next, Request, Response, with_deps
 from kdns.plugins.kubernetes.answer import Answer, answer
 from kdns.plugins.kubernetes.setup import KubernetesConfig
 from kdns.plugins.kubernetes.view import PROGRAMMING_BUCKETS, View, ViewBuilder
@@ -118,7 +118,8 @@ class KubernetesHandler:
             # CoreDNS order: fallthrough first, then "not synced yet" turns NXDOMAIN into
             # SERVFAIL so clients retry instead of caching a negative answer.
             if self.cfg.fallthrough_covers(req.qname_lower):
-                return nxt(req)
+                # What the rest of the chain says holds only while the name stays absent here.
+                return with_deps(nxt(req), ans.deps)
             if not view.synced:
                 ans = Answer(RCODE.SERVFAIL, authority=ans.authority)
         reply = self._reply(req, ans)
@@ -127,7 +128,7 @@ class KubernetesHandler:
             self._chase(req, ans.chase or "", reply, nxt)
         # The reply depends only on the question and this view unless it carries upstream data.
         fast = view.synced and not chased and ans.rcode != RCODE.SERVFAIL
-        return Response(reply, self.name, fast=fast, generation=view.generation)
+        return Response(reply, self.name, fast=fast, deps=ans.deps)
 
     @staticmethod
     def _reply(req: Request, ans: Answer) -> DNSRecord:
