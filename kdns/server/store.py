@@ -25,12 +25,14 @@ from kdns.plugins.base import GENERATION
 from kdns.server.stats import Entry, Rotation, Stats
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
-"""Default budget of one store (one listener address and protocol): 16 MiB, about 45,000
-typical cluster replies. ``kdns serve --reply-store-mb`` sets it (docs/operations.md, Sizing)."""
-ENTRY_OVERHEAD = 320
-"""Bytes charged per entry beyond its key and reply bytes: the Entry object, the two bytes
-objects' headers, the dict slot and its place in the dependency index (measured with
-tracemalloc on 10,000 cluster replies: 300-330 bytes)."""
+"""Default budget of one store (one listener address and protocol): 16 MiB, about 22,000
+cluster replies. ``kdns serve --reply-store-mb`` sets it (docs/operations.md, Sizing)."""
+ENTRY_OVERHEAD = 550
+"""Bytes charged per entry beyond its key and its reply (counted twice: the reply and the
+copy without the ID that exact hits replay): the Entry object, the bytes objects' headers, the
+dict slot, two dependency keys and their place in the index. Measured with tracemalloc: 10,000
+stored A replies of cluster names (59-byte key, 63-byte reply, two keys each) took 733 bytes
+per entry; key + 2 x reply + 550 = 735."""
 
 
 class ReplyStore:
@@ -69,7 +71,7 @@ class ReplyStore:
         (None: it depends on no data). Returns whether it was stored."""
         reply = entry.reply
         size = len(key) + ENTRY_OVERHEAD + (
-            sum(len(r) for r in reply.replies) if isinstance(reply, Rotation) else len(reply))
+            sum(len(r) for r in reply.replies) if isinstance(reply, Rotation) else 2 * len(reply))
         with self._lock:
             self._catch_up_locked()
             if built_at is not None and built_at != self.version:

@@ -244,5 +244,5 @@ def test_store_is_bounded_in_bytes_oldest_first() -> None:
         assert store.put(b"%020d" % i, _entry(b"r" * 100, ()), None)
         assert store.bytes <= 100_000
     assert b"%020d" % 1_999 in store.entries and b"%020d" % 0 not in store.entries
-    each = 20 + 100 + ENTRY_OVERHEAD
+    each = 20 + 2 * 100 + ENTRY_OVERHEAD
     assert store.evictions > 0 and 100_000 * 7 // 8 // each <= len(store) <= 100_000 // each
