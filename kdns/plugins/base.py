@@ -12,7 +12,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from dnslib import DNSRecord
 
@@ -84,6 +84,44 @@ class Handler(Protocol):
     name: str
 
     def serve(self, req: Request, nxt: Next) -> Response: ...
+
+
+class WireAnswer(NamedTuple):
+    """An answer already in wire form, for the server to put behind the header and the
+    question it echoes (no dnslib objects on that path)."""
+
+    rcode: int
+    answers: int
+    """Records in the Answer section (the first ``answers`` records of ``records``)."""
+    authority: int
+    """Records in the Authority section, after them."""
+    records: bytes
+    """The records, names compressed against the question (which starts at offset 12)."""
+    deps: tuple[Hashable, ...]
+    """What the answer was read from (as ``Response.deps``)."""
+
+
+@runtime_checkable
+class WireAnswerer(Protocol):
+    """A plugin that can answer some questions in wire form, as its ``serve`` would.
+
+    ``answer_wire`` returns None for anything it does not take this way (the server then runs
+    the chain): it must never answer differently from ``serve``."""
+
+    name: str
+
+    def answer_wire(self, qname_lower: str, qtype: int) -> WireAnswer | None: ...
+
+
+@runtime_checkable
+class Transparent(Protocol):
+    """A plugin that declares when it plays no part in a query.
+
+    ``passes`` is True when ``serve`` would hand this question (class IN) to the next plugin
+    and return its reply unchanged, given that the reply has ``answers`` Answer records. The
+    server answers in wire form only when every plugin in front of the answerer passes."""
+
+    def passes(self, qname_lower: str, qtype: int, answers: int) -> bool: ...
 
 
 class Lifecycle(Protocol):

@@ -24,7 +24,7 @@ from kdns.plugins import registry
 from kdns.plugins.base import GENERATION
 from kdns.plugins.http import Route
 from kdns.plugins.setup_context import Overrides, SetupContext
-from kdns.server.dispatch import Dispatcher, Zone, build_chain
+from kdns.server.dispatch import Dispatcher, Zone, build_chain, cold_path
 from kdns.server.httpd import HttpEndpoint
 from kdns.server.listeners import Limits, TcpListener, UdpListener, bind_pair
 from kdns.server.metrics import ServerCollector
@@ -197,7 +197,8 @@ class KdnsServer:
                 lst.zones[key.zone] = Zone(key.zone, chain, label, errors is not None,
                                            not names & {"log", "acl"}, errors,
                                            any(getattr(h, "blocking", False) for h in blk.handlers),
-                                           tuple(h.name for h in blk.handlers))
+                                           tuple(h.name for h in blk.handlers),
+                                           cold_path(blk.handlers))
         return blocks, list(by_addr.values())
 
     @staticmethod

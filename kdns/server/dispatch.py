@@ -7,7 +7,10 @@ The hot path, written down (STYLE):
    integer comparison; a change evicts only the replies that depend on what it touched) ->
    the stored reply for these exact bytes after the ID, else for :func:`kdns.dns.wire.fast_key`
    (name lower-cased) -> patch ID (and the client's spelling of the name) -> send. Done;
-3. miss: read the data version -> strict parse (FORMERR / NOTIMP / drop) -> zone by longest
+3. cold: a plain question the zone's wire answerer takes (kubernetes: Service names and every
+   NXDOMAIN/NODATA below ``svc``), when every plugin in front of it declares it passes ->
+   header + question echo + the answer's wire records -> send and store. No dnslib;
+4. miss: read the data version -> strict parse (FORMERR / NOTIMP / drop) -> zone by longest
    suffix (REFUSED when no block serves it) -> plugin chain -> encode within the client's size
    (TC when cut) -> send, and store the bytes (:mod:`kdns.server.store`) when the plugin that
    answered says the reply is ``fast``, under its dependency keys, stamped with that version:
@@ -25,7 +28,17 @@ from dnslib import QTYPE, RCODE, RR, DNSRecord
 from dnslib.dns import RD
 
 from kdns.dns import wire
-from kdns.plugins.base import GENERATION, Next, Request, Response, WouldBlock, inline_only
+from kdns.plugins.base import (
+    GENERATION,
+    Next,
+    Request,
+    Response,
+    Transparent,
+    WireAnswer,
+    WireAnswerer,
+    WouldBlock,
+    inline_only,
+)
 from kdns.server.stats import Entry, Rotation, Stats, StatsKey, make_key
 from kdns.server.store import DEFAULT_MAX_BYTES, ReplyStore, stored_form
 
@@ -47,6 +60,8 @@ class Zone:
     """A handler in the chain may wait on the network (it sets ``blocking = True``)."""
     plugins: tuple[str, ...] = ()
     """Directive names of the block, for ``coredns_plugin_enabled``."""
+    cold: ColdPath | None = None
+    """The block's wire answerer behind the plugins that pass (:func:`cold_path`), if any."""
 
 
 @dataclass(slots=True)
@@ -58,6 +73,41 @@ class Counters:
     formerr: int = 0
     refused: int = 0
     servfail_exceptions: int = 0
+
+
+class ColdPath:
+    """The wire answerer of a chain (:class:`~kdns.plugins.base.WireAnswerer`), taken only
+    when every plugin in front of it declares it passes the question
+    (:class:`~kdns.plugins.base.Transparent`)."""
+
+    __slots__ = ("answer", "front", "plugin")
+
+    def __init__(self, answerer: WireAnswerer, front: Sequence[Transparent]) -> None:
+        self.answer = answerer.answer_wire
+        self.front = tuple(h.passes for h in front)
+        self.plugin = answerer.name
+
+    def __call__(self, qname_lower: str, qtype: int) -> WireAnswer | None:
+        ans = self.answer(qname_lower, qtype)
+        if ans is None:
+            return None
+        for passes in self.front:
+            if not passes(qname_lower, qtype, ans.answers):
+                return None
+        return ans
+
+
+def cold_path(handlers: Sequence[object]) -> ColdPath | None:
+    """The chain's cold path, or None when a plugin in front of the first wire answerer may
+    act on its questions (and so must see them: ``log``, ``acl``, ``rewrite``...)."""
+    front: list[Transparent] = []
+    for h in handlers:
+        if isinstance(h, WireAnswerer):
+            return ColdPath(h, front)
+        if not isinstance(h, Transparent):
+            return None
+        front.append(h)
+    return None
 
 
 def end_of_chain(req: Request) -> Response:
@@ -131,7 +181,8 @@ class Dispatcher:
             if k is None:
                 return None
             entry = entries.get(k[0])
-            if entry is None or (entry.expires and entry.expires < time.monotonic()):
+            if entry is None or not entry.patchable or (
+                    entry.expires and entry.expires < time.monotonic()):
                 return None
             entry.hits += 1
             reply = entry.reply
@@ -143,9 +194,39 @@ class Dispatcher:
         entry.hits += 1
         return data[:2] + entry.tail
 
+    def cold(self, data: bytes, started: float) -> bytes | None:
+        """The cold path: a question the zone's wire answerer takes (a cluster name asked for
+        the first time), answered and stored without dnslib; None: use the chain."""
+        k = wire.fast_key(data)
+        q = None if k is None else wire.peek_plain(data, k[1])
+        if q is None or k is None:
+            return None
+        qname, qtype, edns, do = q
+        zone = self.route(qname)
+        if zone is None or zone.cold is None or not zone.fast_ok:
+            return None
+        built_at = GENERATION.value  # before the answerer reads its data, as on the slow path
+        try:
+            ans = zone.cold(qname, qtype)
+        except Exception:
+            return None  # the chain answers it, and reports what went wrong
+        if ans is None:
+            return None
+        out = wire.cold_reply(data, k[1], ans.rcode, ans.answers, ans.authority, ans.records,
+                              edns, do)
+        if len(out) > wire.UDP_DEFAULT_SIZE:
+            return None  # truncation is the general path's business
+        key = make_key(zone.name, qtype, out, zone.cold.plugin, len(data), do)
+        self._store(data, k[0], out, key, 0.0, deps=ans.deps, built_at=built_at)
+        self.stats.add(key, time.perf_counter() - started)
+        return out
+
     def handle(self, data: bytes, client: tuple[str, int]) -> bytes | None:
         """The slow path for one message; returns the reply bytes or None to stay silent."""
         started = time.perf_counter()
+        cold = self.cold(data, started)
+        if cold is not None:
+            return cold
         try:
             query = wire.parse_query(data)
         except wire.WireError as err:
@@ -234,9 +315,18 @@ class Dispatcher:
                expires: float, tally: Hashable | None = None, *,
                deps: tuple[Hashable, ...] | None = (), built_at: int | None = None) -> None:
         """Store a reply under the lower-cased key, spelled in lower case (one entry whatever
-        the client's case), built from ``deps`` at data version ``built_at``."""
+        the client's case), built from ``deps`` at data version ``built_at``.
+
+        A reply that spells the name out in its records (an SRV target in the query's
+        spelling of the zone) fits that spelling only: it is stored when that spelling is
+        the lower-case one, for exact hits only, and not at all otherwise."""
         end = data.find(0, 12)
-        entry = Entry(stored_form(reply, key, end), stats, expires, tally=tally, deps=deps)
+        stored = stored_form(reply, key, end)
+        spelled = any(wire.spells_name(r, end) for r in (
+            stored.replies if isinstance(stored, Rotation) else (stored,)))
+        if spelled and data[12:end] != key[10 : end - 2]:
+            return
+        entry = Entry(stored, stats, expires, tally=tally, deps=deps, patchable=not spelled)
         self.store.put(bytes(key), entry, built_at)
 
     def _count(self, zone: str, qtype: int, out: bytes, plugin: str, req_size: int, do: bool,

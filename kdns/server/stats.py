@@ -75,17 +75,21 @@ class Entry:
     """One stored fast-path reply: the bytes (or a rotation of them), what they were built
     from, and the hit count."""
 
-    __slots__ = ("deps", "expires", "hits", "reply", "size", "stats", "tail", "tally")
+    __slots__ = ("deps", "expires", "hits", "patchable", "reply", "size", "stats", "tail",
+                 "tally")
 
     def __init__(self, reply: bytes | Rotation, stats: StatsKey, expires: float = 0.0, *,
                  exact: bool = True, tally: Hashable | None = None,
-                 deps: tuple[Hashable, ...] | None = None, size: int = 0) -> None:
+                 deps: tuple[Hashable, ...] | None = None, size: int = 0,
+                 patchable: bool = True) -> None:
         self.reply = reply
         self.stats = stats
         self.tally = tally
         """The producing plugin's token for its replays (``Response.tally``), or None."""
         self.deps = deps
         """The dependency keys the reply was built from (``Response.deps``)."""
+        self.patchable = patchable
+        """Other spellings of the name may be patched in (False: exact hits only)."""
         self.size = size
         """Bytes charged to the store's budget for this entry."""
         self.hits = 0

@@ -246,3 +246,16 @@ def test_store_is_bounded_in_bytes_oldest_first() -> None:
     assert b"%020d" % 1_999 in store.entries and b"%020d" % 0 not in store.entries
     each = 20 + 2 * 100 + ENTRY_OVERHEAD
     assert store.evictions > 0 and 100_000 * 7 // 8 // each <= len(store) <= 100_000 // each
+
+
+def test_srv_targets_follow_each_spelling_without_growing_the_store(env: Env) -> None:
+    """SRV targets spell the zone as the query did (not compressed, RFC 2782), so such a
+    reply serves its own spelling only, and other spellings are not stored."""
+    name = f"_http._tcp.{B_NAME}"
+    env.ask(name, "SRV")
+    size = len(env.disp.store)
+    for spelled in (name.upper(), name.replace("cluster", "CLUSTER"), name):
+        reply = env.ask(spelled, "SRV")
+        zone = spelled[-len("cluster.local."):]
+        assert [r.target.to_text() for r in reply.answer[0]] == [f"b.default.svc.{zone}"]
+    assert len(env.disp.store) == size and env.hit(name, "SRV")

@@ -229,6 +229,11 @@ class CacheHandler:
         zones: tuple[str, ...] = getattr(k8s, "zones", ())
         return bool(zones) and under(name, zones)
 
+    def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
+        """Names the cache does not act for (``disable``, the kubernetes zones) go by it
+        untouched and uncounted."""
+        return self.bypass(qname_lower)
+
     def serve(self, req: Request, nxt: Next) -> Response:
         name = req.qname_lower
         if self.bypass(name):
