@@ -13,6 +13,7 @@ It imports nothing else from kdns.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -280,7 +281,7 @@ def qtype_name(qtype: int) -> str:
         return f"TYPE{qtype}"
 
 
-_PLAIN_LABEL = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_")
+_PLAIN_NAME = re.compile(rb"(?:[a-z0-9_-]+\.)+")
 
 
 def peek_plain(data: bytes, end: int) -> tuple[str, int, bool, bool] | None:
@@ -307,18 +308,19 @@ def peek_plain(data: bytes, end: int) -> tuple[str, int, bool, bool] | None:
         edns, do = True, bool(data[o + 7] & 0x80)
     else:
         return None
-    labels: list[str] = []
+    name = bytearray(data[13 : end + 1].lower())  # the labels, then the zero byte
     i = 12
-    while i < end:
+    while i < end:  # each length byte becomes the dot after the label it ends
         n = data[i]
-        label = data[i + 1 : i + 1 + n].lower()
-        if not 0 < n < 64 or i + 1 + n > end or not _PLAIN_LABEL.issuperset(label):
+        if not 0 < n < 64:
             return None
-        labels.append(label.decode("ascii"))
         i += 1 + n
-    if i != end or not labels:
+        if i > end:
+            return None
+        name[i - 13] = 0x2E
+    if i != end or not _PLAIN_NAME.fullmatch(name):
         return None
-    return ".".join(labels) + ".", data[end + 1] << 8 | data[end + 2], edns, do
+    return name.decode("ascii"), data[end + 1] << 8 | data[end + 2], edns, do
 
 
 def cold_reply(data: bytes, end: int, rcode: int, answers: int, authority: int,

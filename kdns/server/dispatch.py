@@ -153,6 +153,12 @@ class Dispatcher:
 
     def route(self, qname_lower: str) -> Zone | None:
         """Longest-suffix match of the query name against the served zones."""
+        if len(self.zones) == 1:  # the usual single block: one suffix test, not one per label
+            for only in self.zones.values():
+                z = only.name
+                if z == "." or qname_lower == z or qname_lower.endswith("." + z):
+                    return only
+            return None
         name = qname_lower
         while True:
             zone = self.zones.get(name)
@@ -217,7 +223,8 @@ class Dispatcher:
         if len(out) > wire.UDP_DEFAULT_SIZE:
             return None  # truncation is the general path's business
         key = make_key(zone.name, qtype, out, zone.cold.plugin, len(data), do)
-        self._store(data, k[0], out, key, 0.0, deps=ans.deps, built_at=built_at)
+        # Its names all point at the question: one entry serves every spelling.
+        self.store.put(k[0], Entry(stored_form(out, k[0], k[1]), key, deps=ans.deps), built_at)
         self.stats.add(key, time.perf_counter() - started)
         return out
 

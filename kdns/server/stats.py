@@ -34,8 +34,19 @@ StatsKey = tuple[str, str, str, str, int, int, bool]
 """(zone, type label, rcode name, plugin, request size, response size, DO bit)."""
 
 
+_TYPE_LABELS: dict[int, str] = {}
+_RCODE_LABELS: dict[int, str] = {}
+
+
 def type_label(qtype: int) -> str:
     """CoreDNS's ``type`` label: the well-known types by name, anything else ``other``."""
+    label = _TYPE_LABELS.get(qtype)
+    if label is None:
+        label = _TYPE_LABELS[qtype] = _type_label(qtype)  # at most 65536 small strings
+    return label
+
+
+def _type_label(qtype: int) -> str:
     try:
         name = str(QTYPE[qtype])
     except Exception:
@@ -44,6 +55,13 @@ def type_label(qtype: int) -> str:
 
 
 def rcode_label(rcode: int) -> str:
+    label = _RCODE_LABELS.get(rcode)
+    if label is None:
+        label = _RCODE_LABELS[rcode] = _rcode_label(rcode)
+    return label
+
+
+def _rcode_label(rcode: int) -> str:
     try:
         return str(RCODE[rcode])
     except Exception:

@@ -167,6 +167,8 @@ def stored_form(reply: bytes | Rotation, key: bytes, end: int) -> bytes | Rotati
     serves every spelling: exact hits replay it, others patch their spelling in."""
     name = key[10 : end - 2]
     if type(reply) is bytes:
+        if reply[12:end] == name:
+            return reply
         return reply[:12] + name + reply[end:]
     assert isinstance(reply, Rotation)
     return Rotation([r[:12] + name + r[end:] for r in reply.replies])

@@ -230,8 +230,12 @@ class CacheHandler:
         return bool(zones) and under(name, zones)
 
     def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
-        """Names the cache does not act for (``disable``, the kubernetes zones) go by it
-        untouched and uncounted."""
+        """Names the cache does not act for (outside its zones, or the kubernetes plugin's)
+        go by it untouched and uncounted."""
+        k8s = self._shared.get("kubernetes")
+        for zone in getattr(k8s, "zones", ()):  # the cold path's names: decided at once
+            if qname_lower.endswith(zone) and in_zone(qname_lower, zone):
+                return True
         return self.bypass(qname_lower)
 
     def serve(self, req: Request, nxt: Next) -> Response:

@@ -22,7 +22,6 @@ from collections.abc import Hashable
 from dnslib import QTYPE, RCODE
 
 from kdns.plugins.base import WireAnswer
-from kdns.plugins.kubernetes import deps as dep
 from kdns.plugins.kubernetes.answer import SOA_EXPIRE, SOA_REFRESH, SOA_RETRY
 from kdns.plugins.kubernetes.setup import KubernetesConfig
 from kdns.plugins.kubernetes.view import View
@@ -44,12 +43,12 @@ def answer_wire(qname: str, qtype: int, view: View, cfg: KubernetesConfig,
     if len(labels) not in (2, 3) or labels[-1] != "svc":
         return None
     ns = labels[-2]
-    deps: list[Hashable] = [dep.namespace(ns)]
+    deps: list[Hashable] = [("ns", ns)]  # deps.namespace(ns), inline on this path
     if not view.namespace_exists(ns):
         return _negative(qname, zone, view, cfg, _NXDOMAIN, deps)
     if len(labels) == 2:
         return _negative(qname, zone, view, cfg, _NOERROR, deps)  # an empty non-terminal
-    deps.append(dep.service(ns, labels[0]))
+    deps.append(("svc", ns, labels[0]))  # deps.service(ns, name)
     entry = view.service(ns, labels[0])
     if entry is None:
         return _negative(qname, zone, view, cfg, _NXDOMAIN, deps)
@@ -84,10 +83,25 @@ def _negative(qname: str, zone: str, view: View, cfg: KubernetesConfig, rcode: i
     if rcode == _NXDOMAIN and cfg.fallthrough_covers(qname):
         return None  # the rest of the chain answers that
     # The zone's labels are the question's last ones: point at them there.
-    ptr = struct.pack("!H", 0xC000 | (12 + len(qname) - len(zone)))
-    ttl = cfg.ttl
-    rdata = (b"\x02ns\x03dns" + ptr + b"\x0ahostmaster" + ptr
-             + struct.pack("!IIIII", view.serial & 0xFFFFFFFF, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE,
-                           ttl))
-    soa = ptr + b"\x00\x06\x00\x01" + struct.pack("!IH", min(ttl, 300), len(rdata)) + rdata
-    return WireAnswer(rcode, 0, 1, soa, tuple(deps))
+    ptr = (0xC000 | (12 + len(qname) - len(zone))).to_bytes(2, "big")
+    parts = _SOA_PARTS.get((view.serial, cfg.ttl))
+    if parts is None:
+        parts = _soa_parts(view.serial, cfg.ttl)
+    return WireAnswer(rcode, 0, 1, b"".join((ptr, parts[0], ptr, parts[1], ptr, parts[2])),
+                      tuple(deps))
+
+
+_SOA_PARTS: dict[tuple[int, int], tuple[bytes, bytes, bytes]] = {}
+
+
+def _soa_parts(serial: int, ttl: int) -> tuple[bytes, bytes, bytes]:
+    """The SOA record around its three zone pointers: type, class, TTL, length and
+    ``ns.dns``; ``hostmaster``; the five numbers. Kept for the last few serials."""
+    numbers = struct.pack("!IIIII", serial & 0xFFFFFFFF, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, ttl)
+    rdlength = 7 + 2 + 11 + 2 + len(numbers)
+    parts = (b"\x00\x06\x00\x01" + struct.pack("!IH", min(ttl, 300), rdlength) + b"\x02ns\x03dns",
+             b"\x0ahostmaster", numbers)
+    if len(_SOA_PARTS) > 16:
+        _SOA_PARTS.clear()
+    _SOA_PARTS[(serial, ttl)] = parts
+    return parts
