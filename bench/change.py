@@ -260,6 +260,12 @@ def _churn_report(args: argparse.Namespace, runs: dict[float, list[ChurnRun]]) -
         print(f"RESULT server=kdns workload=churn-{rate:g} qps_median={qps:.0f} "
               f"ratio_frozen={ratio:.2f} stale={stale} checked={checked} "
               f"workers={args.kdns_workers}")
+    print("README rows (workload | kdns QPS | x frozen | stale):")
+    for row in rows:
+        print(f"| churn, {row['workload'][6:]} changes/s ({args.churn_n:,} Services, "
+              f"{'--workers ' + str(args.kdns_workers) if args.kdns_workers > 1 else 'one process'})"
+              f" | {row['qps_median']:,.0f} | {row['ratio_frozen']:.2f} | "
+              f"{row['stale']} of {row['checked']} |")
     return {"churn": rows}
 
 
@@ -325,8 +331,11 @@ def run_cold(args: argparse.Namespace, children: uq.Children, tmp: Path, pin: uq
         rows.append({"server": name, "workload": "cold", "qps_median": med, "runs": values})
         print(f"RESULT server={name} workload=cold qps_median={med:.0f}")
     if "dnsmasq" in qps and "kdns" in qps:
-        ratio = statistics.median(qps["kdns"]) / statistics.median(qps["dnsmasq"])
+        k, d = statistics.median(qps["kdns"]), statistics.median(qps["dnsmasq"])
+        ratio = k / d
         print(f"ratio kdns/dnsmasq cold: {ratio:.2f} (goal >= 0.4: {'PASS' if ratio >= 0.4 else 'FAIL'})")
+        print("README row (workload | kdns QPS | dnsmasq QPS | kdns/dnsmasq):")
+        print(f"| cold names ({args.churn_n:,} Services) | {k:,.0f} | {d:,.0f} | {ratio:.2f} |")
     for p in problems:
         print(f"warning: {p}")
     for server in servers.values():
