@@ -124,6 +124,42 @@ class Transparent(Protocol):
     def passes(self, qname_lower: str, qtype: int, answers: int) -> bool: ...
 
 
+@runtime_checkable
+class SeesEveryQuery(Protocol):
+    """A plugin that must see every query (``log``, ``acl``): with it in a block, the server
+    answers nothing from stored replies or in wire form; every query runs the chain.
+    Declared as a class attribute ``sees_every_query = True``."""
+
+    sees_every_query: bool
+
+
+@runtime_checkable
+class ErrorReporter(Protocol):
+    """A plugin that reports the errors the chain raises (``errors``); the server then leaves
+    the reporting of a failed query to it."""
+
+    def report(self, message: str, exc: BaseException | None = None) -> None: ...
+
+
+class SharedSourceKey(Protocol):
+    """What names a plugin's data source (hashable): equal keys can share one source, which
+    ``kdns serve --workers N`` runs in the supervisor and streams to every worker."""
+
+    specs: Any
+
+    def __hash__(self) -> int: ...
+
+    def factory(self) -> Any:
+        """A ``kdns.k8s.source.SourceFactory`` building that source."""
+
+
+@runtime_checkable
+class SharesSource(Protocol):
+    """A plugin whose source the supervisor may run once for all workers."""
+
+    def source_key(self) -> SharedSourceKey: ...
+
+
 class Lifecycle(Protocol):
     """Optional hooks a handler may implement; the server calls those present.
 

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from kdns.config.model import ConfigError, Directive, ServerBlock, error
 from kdns.plugins import registry
-from kdns.plugins.base import GENERATION
+from kdns.plugins.base import GENERATION, ErrorReporter, SeesEveryQuery
 from kdns.plugins.http import Route
 from kdns.plugins.setup_context import Overrides, SetupContext
 from kdns.server.dispatch import Dispatcher, Zone, build_chain, cold_path
@@ -179,8 +179,9 @@ class KdnsServer:
         by_addr: dict[tuple[str, int], Listener] = {}
         for blk in blocks:
             chain = build_chain(blk.handlers)
-            names = {h.name for h in blk.handlers}
-            errors = next((h for h in blk.handlers if h.name == "errors"), None)
+            every = any(isinstance(h, SeesEveryQuery) and h.sees_every_query
+                        for h in blk.handlers)
+            errors = next((h for h in blk.handlers if isinstance(h, ErrorReporter)), None)
             for key in blk.block.keys:
                 port = key.port if key.port is not None else DEFAULT_DNS_PORT
                 if self.opts.dns_port is not None and port == DEFAULT_DNS_PORT:
@@ -195,7 +196,7 @@ class KdnsServer:
                                                "it is already defined")
                 label = f"dns://{host}:{port}"
                 lst.zones[key.zone] = Zone(key.zone, chain, label, errors is not None,
-                                           not names & {"log", "acl"}, errors,
+                                           not every, errors,
                                            any(getattr(h, "blocking", False) for h in blk.handlers),
                                            tuple(h.name for h in blk.handlers),
                                            cold_path(blk.handlers))

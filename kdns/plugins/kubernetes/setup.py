@@ -285,7 +285,7 @@ def parse_config(
 
 
 def setup(directive: Directive, ctx: SetupContext) -> KubernetesHandler:
-    from kdns.plugins.kubernetes.handler import KubernetesHandler
+    from kdns.plugins.kubernetes.handler import KubernetesHandler, SourceKey
 
     if NAME in ctx.shared:
         raise error(directive, NAME, "kubernetes may be used only once per server block")
@@ -293,7 +293,8 @@ def setup(directive: Directive, ctx: SetupContext) -> KubernetesHandler:
     # In a worker of `kdns serve --workers N` the objects come from the supervisor's one shared
     # source per configuration, not from watches of this process's own.
     hub = ctx.process.get("source_hub")
-    handler = KubernetesHandler(cfg, source_factory=hub.factory(cfg) if hub else None)
+    handler = KubernetesHandler(cfg, source_factory=hub.factory(SourceKey.of(cfg)) if hub
+                                else None)
     ctx.shared[NAME] = handler
     return handler
 
