@@ -64,8 +64,8 @@ class Response:
     and, for a fast reply, hands them out in turn, so shuffled order survives precomputation."""
     tally: Hashable | None = None
     """With ``fast``: a token the server counts this reply's fast-path replays under, so the
-    plugin can report them (the cache's hits); read at scrape time from
-    ``ctx.process["replays"]`` (token -> replays so far)."""
+    plugin can report them (the cache's hits): ``ctx.process["replays"]()`` returns
+    token -> replays so far."""
 
 
 Next = Callable[[Request], Response]

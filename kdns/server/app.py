@@ -12,7 +12,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +153,7 @@ class KdnsServer:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ServerCollector(self))
         self.process["metrics_registry"] = self.registry
+        self.process["replays"] = self.replays
         self.blocks: list[Block] = []
         self.listeners: list[Listener] = []
         self.http: list[HttpEndpoint] = []
@@ -209,6 +210,17 @@ class KdnsServer:
     def extra_metrics(self) -> Iterator[Any]:
         """Families the server itself adds beyond the dispatchers' (reload, for one)."""
         yield from ()
+
+    def replays(self) -> dict[Hashable, int]:
+        """Fast-path replays so far by the producing plugin's token (``Response.tally``),
+        for plugins that count them (the cache's hits): dropped entries plus live ones."""
+        out: dict[Hashable, int] = {}
+        for lst in self.listeners:
+            for side in lst.sides():
+                d = side.dispatcher
+                for token, n in d.stats.replay_counts(d.store.entries.values()).items():
+                    out[token] = out.get(token, 0) + n
+        return out
 
     def handlers(self, blocks: list[Block] | None = None) -> list[Any]:
         return [h for b in (self.blocks if blocks is None else blocks) for h in b.handlers]
