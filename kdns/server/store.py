@@ -25,14 +25,14 @@ from kdns.plugins.base import GENERATION
 from kdns.server.stats import Entry, Rotation, Stats
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
-"""Default budget of one store (one listener address and protocol): 16 MiB, about 31,000
+"""Default budget of one store (one listener address and protocol): 16 MiB, about 26,000
 cluster replies. ``kdns serve --reply-store-mb`` sets it (docs/operations.md, Sizing)."""
-ENTRY_OVERHEAD = 350
+ENTRY_OVERHEAD = 450
 """Bytes charged per entry beyond its key and its reply (counted twice: the reply and the
 copy without the ID that exact hits replay): the Entry object, the bytes objects' headers, the
 dict slot, two dependency keys and their place in the index. Measured with tracemalloc: 10,000
-stored A replies of cluster names (59-byte key, 63-byte reply, two keys each, one of them
-shared) took 525 bytes per entry; key + 2 x reply + 350 = 535."""
+stored A replies of cluster names (59-byte key, 63-byte reply, two keys each built per answer
+as the answer function builds them) took 637 bytes per entry; key + 2 x reply + 450 = 635."""
 
 
 class ReplyStore:
