@@ -19,8 +19,8 @@ from dnslib import QTYPE, DNSRecord
 from kdns.config.parser import parse_corefile
 from kdns.k8s.objects import PARSERS
 from kdns.plugins.base import Request, Response
+from kdns.plugins.kubernetes.builder import ViewBuilder
 from kdns.plugins.kubernetes.handler import KubernetesHandler
-from kdns.plugins.kubernetes.view import ViewBuilder
 from kdns.server.app import KdnsServer, ServeOptions
 from kdns.server.dispatch import Dispatcher, Zone, build_chain, cold_path
 from tests.unit import k8s_cases as kc

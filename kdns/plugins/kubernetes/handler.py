@@ -21,8 +21,9 @@ from kdns.k8s.source import ResourceSpec, Sink, Source, SourceFactory
 from kdns.plugins.answering import authoritative_reply, chase
 from kdns.plugins.base import Next, Request, Response, WireAnswer, with_deps
 from kdns.plugins.kubernetes.answer import Answer, answer
+from kdns.plugins.kubernetes.builder import PROGRAMMING_BUCKETS, ViewBuilder
 from kdns.plugins.kubernetes.setup import KubernetesConfig, is_reverse
-from kdns.plugins.kubernetes.view import PROGRAMMING_BUCKETS, View, ViewBuilder
+from kdns.plugins.kubernetes.view import View
 from kdns.plugins.kubernetes.wire_answer import answer_wire
 from kdns.plugins.metrics import buckets
 from kdns.plugins.setup_context import SetupContext
