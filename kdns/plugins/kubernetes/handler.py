@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from dnslib import QTYPE, RCODE, DNSRecord
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
-from kdns.config.zones import longest_zone
+from kdns.config.zones import in_zone, longest_zone
 from kdns.k8s.source import ResourceSpec, Sink, Source, SourceFactory
 from kdns.plugins.answering import authoritative_reply, chase
 from kdns.plugins.base import Next, Request, Response, WireAnswer, with_deps
@@ -89,6 +89,12 @@ class KubernetesHandler:
         self._by_length = sorted(cfg.zones, key=len, reverse=True)
         self._forward = frozenset(z for z in cfg.zones if z != "." and not is_reverse(z))
         """Zones whose names :meth:`answer_wire` may take (not the root, not reverse zones)."""
+        self._ft_below = frozenset(
+            z for z in self._forward if cfg.fallthrough is not None and (
+                not cfg.fallthrough or any(in_zone(f, z) or in_zone(z, f)
+                                           for f in cfg.fallthrough)))
+        """Forward zones where ``fallthrough`` may cover a name (else no NXDOMAIN needs the
+        check: kubeadm's ``fallthrough in-addr.arpa ip6.arpa`` leaves cluster.local alone)."""
 
     # -- what other plugins and the server read ---------------------------------------------
 
@@ -144,7 +150,8 @@ class KubernetesHandler:
         zone = self.zone_of(qname_lower)
         if zone is None or zone not in self._forward:
             return None
-        return answer_wire(qname_lower, qtype, self._builder.view, self.cfg, zone)
+        return answer_wire(qname_lower, qtype, self._builder.view, self.cfg, zone,
+                           zone in self._ft_below)
 
     @staticmethod
     def _reply(req: Request, ans: Answer) -> DNSRecord:
