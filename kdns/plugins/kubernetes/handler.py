@@ -13,14 +13,14 @@ import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from dnslib import QTYPE, RCODE, DNSRecord
+from dnslib import QTYPE, RCODE
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from kdns.config.zones import in_zone, longest_zone
 from kdns.k8s.source import ResourceSpec, Sink, Source, SourceFactory
-from kdns.plugins.answering import authoritative_reply, chase
+from kdns.plugins.answering import Answer, answer_reply, chase
 from kdns.plugins.base import Next, Request, Response, WireAnswer, with_deps
-from kdns.plugins.kubernetes.answer import Answer, answer
+from kdns.plugins.kubernetes.answer import answer
 from kdns.plugins.kubernetes.builder import PROGRAMMING_BUCKETS, ViewBuilder
 from kdns.plugins.kubernetes.setup import KubernetesConfig, is_reverse
 from kdns.plugins.kubernetes.view import View
@@ -136,10 +136,10 @@ class KubernetesHandler:
                 return with_deps(nxt(req), ans.deps)
             if not view.synced:
                 ans = Answer(RCODE.SERVFAIL, authority=ans.authority)
-        reply = self._reply(req, ans)
+        reply = answer_reply(req, ans)
         chased = ans.chase is not None and req.qtype != QTYPE.CNAME
         if chased:
-            self._chase(req, ans.chase or "", reply, nxt)
+            chase(req, ans.chase or "", reply, nxt, last_rcode=False)
         # The reply depends only on the question and this view unless it carries upstream data.
         fast = view.synced and not chased and ans.rcode != RCODE.SERVFAIL
         return Response(reply, self.name, fast=fast, deps=ans.deps)
@@ -152,15 +152,6 @@ class KubernetesHandler:
             return None
         return answer_wire(qname_lower, qtype, self._builder.view, self.cfg, zone,
                            zone in self._ft_below)
-
-    @staticmethod
-    def _reply(req: Request, ans: Answer) -> DNSRecord:
-        return authoritative_reply(req, ans.rcode, ans.aa, ans.answer, ans.authority,
-                                   ans.additional)
-
-    @staticmethod
-    def _chase(req: Request, target: str, reply: DNSRecord, nxt: Next) -> None:
-        chase(req, target, reply, nxt, last_rcode=False)
 
     # -- lifecycle --------------------------------------------------------------------------
 
