@@ -8,11 +8,12 @@ fails readiness at once, keeps serving for the ``health`` plugin's lameduck peri
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,11 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 
 from kdns.config.model import ConfigError, Directive, ServerBlock, error
 from kdns.plugins import registry
-from kdns.plugins.base import GENERATION
+from kdns.plugins.base import GENERATION, ErrorReporter, SeesEveryQuery
 from kdns.plugins.http import Route
 from kdns.plugins.metrics import listen_label
 from kdns.plugins.setup_context import Overrides, SetupContext
-from kdns.server.dispatch import Dispatcher, Zone, build_chain
+from kdns.server.dispatch import Dispatcher, Zone, build_chain, cold_path
 from kdns.server.httpd import HttpEndpoint
 from kdns.server.listeners import (
     Limits,
@@ -36,6 +37,7 @@ from kdns.server.listeners import (
     shared_with_another,
 )
 from kdns.server.metrics import ServerCollector
+from kdns.server.store import DEFAULT_MAX_BYTES
 
 log = logging.getLogger("kdns.server")
 
@@ -59,6 +61,8 @@ class ServeOptions:
     dns_port: int | None = None
     """Replaces port 53 (given or implied) in every server key, for unprivileged runs; 0 picks
     a free port."""
+    reply_store_bytes: int = DEFAULT_MAX_BYTES
+    """Budget of each listener's store of ready-made replies (``--reply-store-mb``)."""
     http: bool = True
     """Serve the plugins' HTTP endpoints (probes, metrics). A worker of ``--workers N`` does
     not: its supervisor serves them for every worker."""
@@ -162,6 +166,7 @@ class KdnsServer:
         # process collector), and what the memory alert in deploy/observability reads.
         ProcessCollector(registry=self.registry)
         self.process["metrics_registry"] = self.registry
+        self.process["replays"] = self.replays
         self.blocks: list[Block] = []
         self.listeners: list[Listener] = []
         self.http: list[HttpEndpoint] = []
@@ -192,8 +197,9 @@ class KdnsServer:
         served: dict[tuple[str, int], set[str]] = {}
         for blk in blocks:
             chain = build_chain(blk.handlers)
-            names = {h.name for h in blk.handlers}
-            errors = next((h for h in blk.handlers if h.name == "errors"), None)
+            every = any(isinstance(h, SeesEveryQuery) and h.sees_every_query
+                        for h in blk.handlers)
+            errors = next((h for h in blk.handlers if isinstance(h, ErrorReporter)), None)
             # ``bind`` chooses the block's addresses; without it, --dns-addr or every interface.
             hosts = blk.ctx.listen_hosts or [self.opts.dns_addr or ""]
             for key in blk.block.keys:
@@ -218,10 +224,11 @@ class KdnsServer:
                     others.add(host)
                     label = listen_label(host, port)
                     lst.zones[key.zone] = Zone(key.zone, chain, label, errors is not None,
-                                               not names & {"log", "acl"}, errors,
+                                               not every, errors,
                                                any(getattr(h, "blocking", False)
                                                    for h in blk.handlers),
-                                               tuple(h.name for h in blk.handlers))
+                                               tuple(h.name for h in blk.handlers),
+                                               cold_path(blk.handlers))
         return blocks, list(by_addr.values())
 
     @staticmethod
@@ -232,6 +239,17 @@ class KdnsServer:
         """Families the server itself adds beyond the dispatchers' (reload, for one)."""
         yield from ()
 
+    def replays(self) -> dict[Hashable, int]:
+        """Fast-path replays so far by the producing plugin's token (``Response.tally``),
+        for plugins that count them (the cache's hits): dropped entries plus live ones."""
+        out: dict[Hashable, int] = {}
+        for lst in self.listeners:
+            for side in lst.sides():
+                d = side.dispatcher
+                for token, n in d.stats.replay_counts(d.store.entries.values()).items():
+                    out[token] = out.get(token, 0) + n
+        return out
+
     def handlers(self, blocks: list[Block] | None = None) -> list[Any]:
         return [h for b in (self.blocks if blocks is None else blocks) for h in b.handlers]
 
@@ -241,6 +259,9 @@ class KdnsServer:
         """Probes, then plugins (which may wait for their first sync), then DNS listeners."""
         self.start_http()
         self.start_plugins()
+        # What start-up built (modules, the first view) lives as long as the process: keep
+        # it out of the cyclic collector's full passes, which the stored replies trigger.
+        gc.freeze()
         self.start_listeners()
         self._started_hooks()
 
@@ -315,10 +336,12 @@ class KdnsServer:
                 z.server_label = label
             family = 2 if ":" in lst.host else 1
             lim = lst.limits
-            lst.udp = UdpListener(udp_sock, Dispatcher(lst.zones, "udp", label, family),
+            lst.udp = UdpListener(udp_sock, Dispatcher(lst.zones, "udp", label, family,
+                                                             max_bytes=self.opts.reply_store_bytes),
                                   offload=any(z.blocking for z in lst.zones.values()),
                                   workers=lim.udp_workers, queue_size=lim.udp_queue)
-            lst.tcp = TcpListener(tcp_sock, Dispatcher(lst.zones, "tcp", label, family),
+            lst.tcp = TcpListener(tcp_sock, Dispatcher(lst.zones, "tcp", label, family,
+                                                             max_bytes=self.opts.reply_store_bytes),
                                   limits=lim)
             lst.udp.start()
             lst.tcp.start()
@@ -329,10 +352,12 @@ class KdnsServer:
                     log.info("not listening on IPv6 [::]:%d: %s", lst.port, err)
                 else:
                     offload = any(z.blocking for z in lst.zones.values())
-                    lst.v6 = (UdpListener(u6, Dispatcher(lst.zones, "udp", label, 2),
+                    lst.v6 = (UdpListener(u6, Dispatcher(lst.zones, "udp", label, 2,
+                                                         max_bytes=self.opts.reply_store_bytes),
                                           offload=offload, workers=lim.udp_workers,
                                           queue_size=lim.udp_queue),
-                              TcpListener(t6, Dispatcher(lst.zones, "tcp", label, 2),
+                              TcpListener(t6, Dispatcher(lst.zones, "tcp", label, 2,
+                                                         max_bytes=self.opts.reply_store_bytes),
                                           limits=lim))
                     for side in lst.v6:
                         side.start()

@@ -14,9 +14,10 @@ from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from kdns.k8s.objects import PARSERS
 from kdns.plugins.base import GENERATION, Request, Response
 from kdns.plugins.kubernetes.answer import _srv_weight, answer, pod_ip
+from kdns.plugins.kubernetes.builder import ViewBuilder
 from kdns.plugins.kubernetes.handler import KubernetesHandler
 from kdns.plugins.kubernetes.setup import KubernetesConfig
-from kdns.plugins.kubernetes.view import View, ViewBuilder, dashed, reverse_ip
+from kdns.plugins.kubernetes.view import View, dashed, reverse_ip
 
 _CACHE: dict[str, tuple[Any, Any]] = {}
 
@@ -162,7 +163,8 @@ def test_handler_reply_header_and_fast_flag() -> None:
     assert resp.msg.header.id == 4242 and resp.msg.header.aa == 1 and resp.msg.header.qr == 1
     assert resp.msg.header.rcode == RCODE.NOERROR
     assert str(resp.msg.rr[0].rname) == f"Kubia.default.svc.{kc.Z}"
-    assert resp.fast and resp.generation == h.view.generation and resp.plugin == "kubernetes"
+    assert resp.fast and resp.plugin == "kubernetes"
+    assert resp.deps == (("ns", "default"), ("svc", "default", "kubia"))
 
 
 def test_handler_passes_other_zones_on() -> None:

@@ -13,18 +13,20 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from dnslib import QTYPE, RCODE, DNSRecord
+from dnslib import QTYPE, RCODE
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
-from kdns.config.zones import longest_zone
+from kdns.config.zones import in_zone, longest_zone
 from kdns.k8s.source import ResourceSpec, Sink, Source, SourceFactory
 from kdns.k8s.throttle import ApiLimits
-from kdns.plugins.answering import authoritative_reply, chase
-from kdns.plugins.base import Next, Request, Response
-from kdns.plugins.kubernetes.answer import Answer, answer
+from kdns.plugins.answering import Answer, answer_reply, chase
+from kdns.plugins.base import Next, Request, Response, WireAnswer, with_deps
+from kdns.plugins.kubernetes.answer import answer
+from kdns.plugins.kubernetes.builder import PROGRAMMING_BUCKETS, ViewBuilder
 from kdns.plugins.kubernetes.metadata import labels as metadata_labels
-from kdns.plugins.kubernetes.setup import KubernetesConfig
-from kdns.plugins.kubernetes.view import PROGRAMMING_BUCKETS, View, ViewBuilder
+from kdns.plugins.kubernetes.setup import KubernetesConfig, is_reverse
+from kdns.plugins.kubernetes.view import View
+from kdns.plugins.kubernetes.wire_answer import answer_wire
 from kdns.plugins.metrics import buckets
 from kdns.plugins.setup_context import SetupContext
 
@@ -89,6 +91,14 @@ class KubernetesHandler:
         self._source: Source | None = None
         # Longest zone first, so cluster.local beats a configured parent zone.
         self._by_length = sorted(cfg.zones, key=len, reverse=True)
+        self._forward = frozenset(z for z in cfg.zones if z != "." and not is_reverse(z))
+        """Zones whose names :meth:`answer_wire` may take (not the root, not reverse zones)."""
+        self._ft_below = frozenset(
+            z for z in self._forward if cfg.fallthrough is not None and (
+                not cfg.fallthrough or any(in_zone(f, z) or in_zone(z, f)
+                                           for f in cfg.fallthrough)))
+        """Forward zones where ``fallthrough`` may cover a name (else no NXDOMAIN needs the
+        check: kubeadm's ``fallthrough in-addr.arpa ip6.arpa`` leaves cluster.local alone)."""
 
     # -- what other plugins and the server read ---------------------------------------------
 
@@ -102,6 +112,10 @@ class KubernetesHandler:
 
     def ready(self) -> bool:
         return self._builder.synced
+
+    def source_key(self) -> SourceKey:
+        """What this plugin reads (:class:`~kdns.plugins.base.SharesSource`)."""
+        return SourceKey.of(self.cfg)
 
     def namespace_of(self, ip: str) -> str | None:
         """The namespace of the pod with ``ip`` (autopath); None when unknown or ambiguous."""
@@ -132,25 +146,26 @@ class KubernetesHandler:
             # CoreDNS order: fallthrough first, then "not synced yet" turns NXDOMAIN into
             # SERVFAIL so clients retry instead of caching a negative answer.
             if self.cfg.fallthrough_covers(req.qname_lower):
-                return nxt(req)
+                # What the rest of the chain says holds only while the name stays absent here.
+                return with_deps(nxt(req), ans.deps)
             if not view.synced:
                 ans = Answer(RCODE.SERVFAIL, authority=ans.authority)
-        reply = self._reply(req, ans)
+        reply = answer_reply(req, ans)
         chased = ans.chase is not None and req.qtype != QTYPE.CNAME
         if chased:
-            self._chase(req, ans.chase or "", reply, nxt)
+            chase(req, ans.chase or "", reply, nxt, last_rcode=False)
         # The reply depends only on the question and this view unless it carries upstream data.
         fast = view.synced and not chased and ans.rcode != RCODE.SERVFAIL
-        return Response(reply, self.name, fast=fast, generation=view.generation)
+        return Response(reply, self.name, fast=fast, deps=ans.deps)
 
-    @staticmethod
-    def _reply(req: Request, ans: Answer) -> DNSRecord:
-        return authoritative_reply(req, ans.rcode, ans.aa, ans.answer, ans.authority,
-                                   ans.additional)
-
-    @staticmethod
-    def _chase(req: Request, target: str, reply: DNSRecord, nxt: Next) -> None:
-        chase(req, target, reply, nxt, last_rcode=False)
+    def answer_wire(self, qname_lower: str, qtype: int) -> WireAnswer | None:
+        """The cold path (:class:`~kdns.plugins.base.WireAnswerer`): what :meth:`serve` says
+        for a class IN question, in wire form, or None when it is not one of those shapes."""
+        zone = self.zone_of(qname_lower)
+        if zone is None or zone not in self._forward:
+            return None
+        return answer_wire(qname_lower, qtype, self._builder.view, self.cfg, zone,
+                           zone in self._ft_below)
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -27,7 +27,8 @@ import math
 
 from dnslib import AAAA, NS, QTYPE, RCODE, RR, SOA, SRV, TXT, A
 
-from kdns.plugins.kubernetes.answer import SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Answer
+from kdns.plugins.answering import Answer
+from kdns.plugins.kubernetes.answer import SOA_EXPIRE, SOA_REFRESH, SOA_RETRY
 from kdns.plugins.kubernetes.mcview import McEndpoint, McEntry, McView
 from kdns.plugins.kubernetes.setup import KubernetesConfig
 

@@ -23,8 +23,9 @@ from dnslib import PTR, QTYPE, RCODE, RR
 
 from kdns.k8s.mcs import MCS_SERVICE_NAME_LABEL
 from kdns.k8s.source import ResourceSpec, Source
-from kdns.plugins.base import Next, Request, Response
-from kdns.plugins.kubernetes.answer import Answer, answer, ptr_targets
+from kdns.plugins.answering import Answer, answer_reply
+from kdns.plugins.base import Next, Request, Response, WireAnswer
+from kdns.plugins.kubernetes.answer import answer, ptr_targets
 from kdns.plugins.kubernetes.handler import KubernetesHandler
 from kdns.plugins.kubernetes.mcanswer import mc_answer
 from kdns.plugins.kubernetes.mcview import McView, McViewBuilder
@@ -74,9 +75,16 @@ class MulticlusterHandler(KubernetesHandler):
                 return nxt(req)
             if not view.synced:
                 ans = Answer(RCODE.SERVFAIL, authority=ans.authority)
-        reply = self._reply(req, ans)
+        reply = answer_reply(req, ans)
         fast = view.synced and ans.rcode != RCODE.SERVFAIL
         return Response(reply, self.name, fast=fast, generation=view.generation)
+
+    def answer_wire(self, qname_lower: str, qtype: int) -> WireAnswer | None:
+        """The cold path takes cluster-zone names only: a clusterset name is answered from the
+        ServiceImports by :meth:`serve`, which the cluster zone's wire answers know nothing of."""
+        if self.zone_of(qname_lower) in self.mc_zones:
+            return None
+        return super().answer_wire(qname_lower, qtype)
 
     def _mc_reverse(self, req: Request, zone: str) -> Response | None:
         """PTR for a clusterset IP or an imported endpoint's address that has no PTR in the
@@ -101,7 +109,7 @@ class MulticlusterHandler(KubernetesHandler):
             ans = Answer(RCODE.NOERROR, authority=soa)
         fast = view.synced and mc_view.synced
         # Built from both views: stored under the newer generation, which either moving drops.
-        return Response(self._reply(req, ans), self.name, fast=fast,
+        return Response(answer_reply(req, ans), self.name, fast=fast,
                         generation=max(view.generation, mc_view.generation))
 
     def start(self) -> None:

@@ -314,7 +314,7 @@ def parse_config(
 
 
 def setup(directive: Directive, ctx: SetupContext) -> KubernetesHandler:
-    from kdns.plugins.kubernetes.handler import KubernetesHandler
+    from kdns.plugins.kubernetes.handler import KubernetesHandler, SourceKey
 
     if NAME in ctx.shared:
         raise error(directive, NAME, "kubernetes may be used only once per server block")
@@ -322,7 +322,7 @@ def setup(directive: Directive, ctx: SetupContext) -> KubernetesHandler:
     # In a worker of `kdns serve --workers N` the objects come from the supervisor's one shared
     # source per configuration, not from watches of this process's own.
     hub = ctx.process.get("source_hub")
-    factory = hub.factory(cfg) if hub else None
+    factory = hub.factory(SourceKey.of(cfg)) if hub else None
     if cfg.multicluster:
         from kdns.plugins.kubernetes.multicluster import MulticlusterHandler
 
