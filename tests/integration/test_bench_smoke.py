@@ -86,11 +86,12 @@ def test_quick_benchmark_runs_every_workload(tmp_path: Path) -> None:
 @NEEDS_DNSPERF
 def test_profile_prints_where_kdns_spends_time() -> None:
     proc = _run(["--quick", "--profile", "hits", "--n", "40", "--duration", "0.5",
-                 "--warmup", "0.1", "--profile-top", "10"])
+                 "--warmup", "0.1", "--profile-top", "40"])
     log = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert proc.returncode == 0, log
-    assert "PROFILE kdns, workload hits, top 10 by tottime (all threads):" in proc.stdout, log
-    # The listener thread's profile is merged in: the UDP loop and the fast path show up.
+    assert "PROFILE kdns, workload hits, top 40 by tottime (all threads):" in proc.stdout, log
+    # The listener thread's profile is merged in: the UDP loop and the fast path show up. Top
+    # 40, not 10: on a busy machine lock and poll waits of idle threads crowd the first rows.
     assert re.search(r"listeners\.py:\d+\(_run\)", proc.stdout), log
     assert re.search(r"dispatch\.py:\d+\(lookup\)", proc.stdout), log
     _assert_cleaned_up(proc, 1)
