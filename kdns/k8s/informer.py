@@ -39,6 +39,10 @@ from kdns.k8s.throttle import ApiLimits, RequestGate
 
 log = logging.getLogger("kdns.k8s")
 
+_rng = random.Random()
+"""This module's own random source: drawing from the shared ``random`` state would make
+every other user of it (a test's seeded strategy, say) depend on this plugin's traffic."""
+
 PATHS = {
     "services": "/api/v1/services",
     "endpointslices": "/apis/discovery.k8s.io/v1/endpointslices",
@@ -476,7 +480,7 @@ class ApiSource:
     def _delay(self, attempt: int) -> float:
         """Full-jitter exponential back-off (AWS architecture blog): uniform(0, min(cap, b*2^n))."""
         ceiling = min(self.backoff_max, self.backoff_initial * (2 ** min(attempt - 1, 30)))
-        return random.uniform(0, ceiling)
+        return _rng.uniform(0, ceiling)
 
     def start(self) -> None:
         if self._started or self._stop.is_set():

@@ -52,6 +52,9 @@ class ServerCollector(Collector):
                 yield side.dispatcher
 
     def collect(self) -> Iterator[Any]:
+        # Marks this scrape for plugins whose families are shared by several blocks
+        # (kdns.plugins.metrics.ProcessCounter reports them once per scrape).
+        self.server.process["scrape"] = object()
         requests = CounterMetricFamily("coredns_dns_requests", "Counter of DNS requests made per "
                                        "zone, protocol and family.",
                                        labels=["server", "zone", "view", "proto", "family", "type"])

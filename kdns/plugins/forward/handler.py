@@ -65,6 +65,10 @@ __all__ = ["DURATION_BUCKETS", "ForwardHandler", "Histogram", "Upstream"]
 
 log = logging.getLogger("kdns.forward")
 
+_rng = random.Random()
+"""This module's own random source: drawing from the shared ``random`` state would make
+every other user of it (a test's seeded strategy, say) depend on this plugin's traffic."""
+
 READ_TIMEOUT = 2.0
 """Seconds to wait for one upstream's reply (CoreDNS's static read timeout)."""
 TOTAL_TIMEOUT = 5.0
@@ -201,7 +205,7 @@ class ForwardHandler:
             i = next(self._rr) % len(ups)
             ordered = ups[i:] + ups[:i]
         else:
-            ordered = random.sample(ups, len(ups))
+            ordered = _rng.sample(ups, len(ups))
         max_fails = self.cfg.max_fails
         if max_fails == 0:
             return ordered
@@ -213,7 +217,7 @@ class ForwardHandler:
         if self.cfg.failfast_all_unhealthy_upstreams:
             return []
         # Every upstream is down: assume health checking itself is broken (CoreDNS).
-        return [random.choice(ups)]
+        return [_rng.choice(ups)]
 
     def _forward(self, req: Request, nxt: Next) -> Response:
         cfg = self.cfg

@@ -28,6 +28,10 @@ from kdns.plugins.setup_context import SetupContext
 
 log = logging.getLogger("kdns.reload")
 
+_rng = random.Random()
+"""This module's own random source: drawing from the shared ``random`` state would make
+every other user of it (a test's seeded strategy, say) depend on this plugin's traffic."""
+
 MIN_INTERVAL = 2.0
 MIN_JITTER = 1.0
 
@@ -70,7 +74,7 @@ class ReloadHandler:
         self._thread.start()
 
     def _run(self, path: Path) -> None:
-        while not self._stop.wait(self.interval + random.uniform(-self.jitter, self.jitter)):
+        while not self._stop.wait(self.interval + _rng.uniform(-self.jitter, self.jitter)):
             if self.check(path):
                 return  # the new configuration's reload plugin polls from now on
 

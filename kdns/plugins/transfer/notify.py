@@ -27,6 +27,10 @@ from dnslib import OPCODE, QTYPE, DNSHeader, DNSQuestion, DNSRecord
 
 log = logging.getLogger("kdns.transfer")
 
+_rng = random.Random()
+"""This module's own random source: drawing from the shared ``random`` state would make
+every other user of it (a test's seeded strategy, say) depend on this plugin's traffic."""
+
 POLL_INTERVAL = 0.25
 """How often zone serials are compared with the last one notified."""
 MIN_INTERVAL = 1.0
@@ -50,7 +54,7 @@ def send_notify(zone: str, targets: list[tuple[str, int]], *, tries: int = TRIES
                 timeout: float = ACK_TIMEOUT) -> set[tuple[str, int]]:
     """Send NOTIFY for ``zone`` to every target; return those that acknowledged."""
     acked: set[tuple[str, int]] = set()
-    ids = {t: random.randrange(1 << 16) for t in targets}
+    ids = {t: _rng.randrange(1 << 16) for t in targets}
     socks: dict[int, socket.socket] = {}
     try:
         for ip, _port in targets:
