@@ -9,7 +9,8 @@ The hot path, written down (STYLE):
    (name lower-cased) -> patch ID (and the client's spelling of the name) -> send. Done;
 3. cold: a plain question the zone's wire answerer takes (kubernetes: Service names and every
    NXDOMAIN/NODATA below ``svc``), when every plugin in front of it declares it passes ->
-   header + question echo + the answer's wire records -> send and store. No dnslib;
+   header + question echo + the answer's wire records -> send and store (an NXDOMAIN only
+   when asked a second time). No dnslib;
 4. miss: read the data version -> strict parse (FORMERR / NOTIMP / drop) -> zone by longest
    suffix (REFUSED when no block serves it) -> plugin chain -> encode within the client's size
    (TC when cut) -> send, and store the bytes (:mod:`kdns.server.store`) when the plugin that
