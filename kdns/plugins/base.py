@@ -120,11 +120,19 @@ class WireAnswerer(Protocol):
 class Transparent(Protocol):
     """A plugin that declares when it plays no part in a query.
 
-    ``passes`` is True when ``serve`` would hand this question (class IN) to the next plugin
-    and return its reply unchanged, given that the reply has ``answers`` Answer records. The
-    server answers in wire form only when every plugin in front of the answerer passes."""
+    ``passes`` is True when ``serve`` would hand this question to the next plugin and return
+    its reply unchanged, given that the reply has ``answers`` Answer records. It is asked only
+    of plain queries (:func:`kdns.dns.wire.peek_plain`: class IN, one question, at most a bare
+    OPT with no EDNS options). The server answers in wire form only when every plugin in front
+    of the answerer passes."""
 
     def passes(self, qname_lower: str, qtype: int, answers: int) -> bool: ...
+
+
+def always_passes(self: object, qname_lower: str, qtype: int, answers: int) -> bool:
+    """``passes`` of a plugin whose ``serve`` hands every question on and returns the reply
+    as is (``passes = always_passes`` in its class): the cold path does not even ask it."""
+    return True
 
 
 @runtime_checkable

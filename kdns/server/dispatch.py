@@ -9,7 +9,8 @@ The hot path, written down (STYLE):
    (name lower-cased) -> patch ID (and the client's spelling of the name) -> send. Done;
 3. cold: a plain question the zone's wire answerer takes (kubernetes: Service names and every
    NXDOMAIN/NODATA below ``svc``), when every plugin in front of it declares it passes ->
-   header + question echo + the answer's wire records -> send and store. No dnslib;
+   header + question echo + the answer's wire records -> send and store (an NXDOMAIN only
+   when asked a second time). No dnslib;
 4. miss: read the data version -> strict parse (FORMERR / NOTIMP / drop) -> zone by longest
    suffix (REFUSED when no block serves it) -> plugin chain -> encode within the client's size
    (TC when cut) -> send, and store the bytes (:mod:`kdns.server.store`) when the plugin that
@@ -37,12 +38,16 @@ from kdns.plugins.base import (
     WireAnswer,
     WireAnswerer,
     WouldBlock,
+    always_passes,
     inline_only,
 )
 from kdns.server.stats import Entry, Rotation, Stats, StatsKey, make_key
 from kdns.server.store import DEFAULT_MAX_BYTES, ReplyStore, stored_form
 
 log = logging.getLogger("kdns.server")
+
+SEEN_ONCE = 8192
+"""Cold-path denials remembered until they are asked again (at most 0.8 MiB per listener)."""
 
 
 @dataclass(slots=True)
@@ -84,7 +89,9 @@ class ColdPath:
 
     def __init__(self, answerer: WireAnswerer, front: Sequence[Transparent]) -> None:
         self.answer = answerer.answer_wire
-        self.front = tuple(h.passes for h in front)
+        # Plugins that pass everything are not asked: a call each, on every cold answer.
+        self.front = tuple(h.passes for h in front
+                           if getattr(type(h), "passes", None) is not always_passes)
         self.plugin = answerer.name
 
     def __call__(self, qname_lower: str, qtype: int) -> WireAnswer | None:
@@ -147,6 +154,8 @@ class Dispatcher:
     max_bytes: int = DEFAULT_MAX_BYTES
     """Budget of this listener's reply store (``--reply-store-mb``)."""
     store: ReplyStore = field(init=False)
+    _seen_once: set[int] = field(init=False, default_factory=set, repr=False)
+    """Hashes of keys denied once on the cold path and not stored (:meth:`_asked_before`)."""
 
     def __post_init__(self) -> None:
         self.store = ReplyStore(self.stats, self.max_bytes)
@@ -203,30 +212,51 @@ class Dispatcher:
     def cold(self, data: bytes, started: float) -> bytes | None:
         """The cold path: a question the zone's wire answerer takes (a cluster name asked for
         the first time), answered and stored without dnslib; None: use the chain."""
-        k = wire.fast_key(data)
-        q = None if k is None else wire.peek_plain(data, k[1])
-        if q is None or k is None:
+        q = wire.peek_plain(data)
+        if q is None:
             return None
-        qname, qtype, edns, do = q
-        zone = self.route(qname)
+        zone = self.route(q.qname)
         if zone is None or zone.cold is None or not zone.fast_ok:
             return None
         built_at = GENERATION.value  # before the answerer reads its data, as on the slow path
         try:
-            ans = zone.cold(qname, qtype)
+            ans = zone.cold(q.qname, q.qtype)
         except Exception:
             return None  # the chain answers it, and reports what went wrong
         if ans is None:
             return None
-        out = wire.cold_reply(data, k[1], ans.rcode, ans.answers, ans.authority, ans.records,
-                              edns, do)
+        out = wire.cold_reply(data, q.end, ans.rcode, ans.answers, ans.authority, ans.records,
+                              q.edns, q.do)
         if len(out) > wire.UDP_DEFAULT_SIZE:
             return None  # truncation is the general path's business
-        key = make_key(zone.name, qtype, out, zone.cold.plugin, len(data), do)
-        # Its names all point at the question: one entry serves every spelling.
-        self.store.put(k[0], Entry(stored_form(out, k[0], k[1]), key, deps=ans.deps), built_at)
+        key = make_key(zone.name, q.qtype, out, zone.cold.plugin, len(data), q.do)
+        if ans.rcode != RCODE.NXDOMAIN or self._asked_before(q.key):
+            # Its names all point at the question: one entry serves every spelling.
+            entry = Entry(stored_form(out, q.key, q.end), key, deps=ans.deps)
+            # Counted as the first of the entry's replays (read at scrape time, as theirs
+            # are), so a stored answer costs no timed count.
+            entry.hits = 1
+            if self.store.put(q.key, entry, built_at):
+                return out
         self.stats.add(key, time.perf_counter() - started)
         return out
+
+    def _asked_before(self, key: bytes) -> bool:
+        """Whether a name the cold path denies was denied recently already.
+
+        A denial is stored on its second ask only: random subdomains (a flood, typos) are
+        asked once each, and storing them would push the replies clients do repeat out of
+        the byte budget, at twice the cost of answering them. A denial that repeats (a
+        search-list expansion every pod tries) is stored when it comes back. Remembered by
+        hash, at most :data:`SEEN_ONCE` of them; a full set starts over."""
+        seen, h = self._seen_once, hash(key)
+        if h in seen:
+            seen.discard(h)
+            return True
+        if len(seen) >= SEEN_ONCE:
+            seen.clear()
+        seen.add(h)
+        return False
 
     def handle(self, data: bytes, client: tuple[str, int]) -> bytes | None:
         """The slow path for one message; returns the reply bytes or None to stay silent."""

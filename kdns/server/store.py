@@ -75,7 +75,8 @@ class ReplyStore:
         size = len(key) + ENTRY_OVERHEAD + (
             sum(len(r) for r in reply.replies) if isinstance(reply, Rotation) else 2 * len(reply))
         with self._lock:
-            self._catch_up_locked()
+            if GENERATION.value != self.version:
+                self._catch_up_locked()
             if built_at is not None and built_at != self.version:
                 _now, changed = GENERATION.since(built_at)
                 if changed is None or (changed and (entry.deps is None

@@ -423,3 +423,53 @@ def test_reload_that_changes_what_is_watched_moves_the_shared_watches(
         assert metric(text, "coredns_reload_failed_total") == 0
     finally:
         inst.proc.stop()
+
+
+def test_a_change_evicts_only_what_it_touched_in_every_worker(two: Instance) -> None:
+    """Each worker keeps its own stored replies and applies each change to them: a change of
+    one Service's endpoints drops that Service's replies in every worker and nothing else.
+    Read through the merged /metrics: the stored replies (summed over workers) and each
+    worker's request count (so both workers are known to have served after the change)."""
+    def slice_of(*ips: str) -> fakeapi.Obj:
+        return fakeapi.endpoint_slice("default", "churn-1", "churn",
+                                      ports=[("http", 80, "TCP")], endpoints=list(ips))
+
+    two.api.add("services", fakeapi.service("default", "keep", cluster_ip="10.96.8.1"))
+    two.api.add("services", fakeapi.service("default", "moved", cluster_ip="10.96.8.2"))
+    two.api.add("services", fakeapi.service("default", "churn", headless=True,
+                                            ports=[("http", 80, "TCP")]))
+    two.api.add("endpointslices", slice_of("10.244.9.1"))
+    keep, moved, churn = (f"{n}.default.svc.cluster.local." for n in ("keep", "moved", "churn"))
+    until(lambda: all(two.ask(n).rcode() == 0 and two.ask(n).answer for n in (keep, moved, churn)))
+
+    def stored() -> float:
+        return metric(two.scrape(), "kdns_fast_path_entries")
+
+    def served() -> list[float]:
+        text = two.scrape()
+        return [metric(text, "kdns_worker_requests_total", worker=str(i)) for i in (0, 1)]
+
+    def everywhere(name: str, ips: list[str]) -> None:
+        """Asked from N_ASK fresh sockets (both workers) until every answer is ``ips``."""
+        until(lambda: two.addresses(name) == [ips] * N_ASK, timeout=10)
+
+    for name, ips in ((keep, ["10.96.8.1"]), (moved, ["10.96.8.2"]), (churn, ["10.244.9.1"])):
+        everywhere(name, ips)
+    warm = stored()
+    assert warm >= 6  # three names, each stored in both workers
+
+    # Another Service's endpoints change: its replies go, keep's and moved's stay, per worker.
+    before = served()
+    two.api.update("endpointslices", slice_of("10.244.9.2"))
+    everywhere(churn, ["10.244.9.2"])  # no stale answer from either worker
+    after = served()
+    assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
+    assert stored() == warm  # churn dropped and stored again in each worker; nothing else went
+
+    # The control: a change of moved drops its reply in both workers, and only that one.
+    two.api.update("services", fakeapi.service("default", "moved", cluster_ip="10.96.8.3"))
+    # Each worker catches up on its next query: keep asking (churn) until both have.
+    until(lambda: two.addresses(churn) == [["10.244.9.2"]] * N_ASK and stored() == warm - 2,
+          timeout=10)
+    everywhere(moved, ["10.96.8.3"])
+    assert stored() == warm

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import dns.edns
 import dns.flags
 import dns.message
+import dns.rcode
 import pytest
 from dnslib import QTYPE, DNSRecord
 
@@ -21,6 +23,7 @@ from kdns.k8s.objects import PARSERS
 from kdns.plugins.base import Request, Response
 from kdns.plugins.kubernetes.builder import ViewBuilder
 from kdns.plugins.kubernetes.handler import KubernetesHandler
+from kdns.server import dispatch
 from kdns.server.app import KdnsServer, ServeOptions
 from kdns.server.dispatch import Dispatcher, Zone, build_chain, cold_path
 from tests.unit import k8s_cases as kc
@@ -203,3 +206,91 @@ def test_fallthrough_leaves_nxdomain_to_the_chain(option: str, taken: bool) -> N
     nx = kube.answer_wire(f"nope.default.svc.{kc.Z}", QTYPE_OF["A"])
     assert (nx is not None) == taken
     assert kube.answer_wire(f"kubia.default.svc.{kc.Z}", QTYPE_OF["A"]) is not None
+
+
+def _nx_query(name: str) -> bytes:
+    q = dns.message.make_query(name, "A")
+    q.id = 0x5151
+    return q.to_wire()
+
+
+def test_a_denial_is_stored_on_its_second_ask_only() -> None:
+    with_cold, general = _dispatchers("default")
+    store = with_cold.store
+    nx = _nx_query(f"nope.default.svc.{kc.Z}")
+    first = with_cold.cold(nx, 0.0)
+    assert first == general.handle(nx, ("10.244.1.18", 5353))
+    assert len(store) == 0 and with_cold.lookup(nx) is None
+    assert with_cold.cold(nx, 0.0) == first  # asked again: now worth keeping
+    assert len(store) == 1 and with_cold.lookup(nx) == first
+    # A positive answer is kept at once.
+    one = next(c for c in kc.CASES if c.config == "default" and c.qtype == "A"
+               and len(c.answer) == 1 and ".svc." in c.qname and c.rcode == "NOERROR")
+    (pos, *_rest) = _queries(one.qname, "A")
+    assert with_cold.cold(pos, 0.0) is not None and with_cold.lookup(pos) is not None
+
+
+def test_a_random_subdomain_flood_leaves_the_store_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dispatch, "SEEN_ONCE", 64)
+    with_cold, _general = _dispatchers("default")
+    kept = _nx_query(f"nope.default.svc.{kc.Z}")
+    with_cold.cold(kept, 0.0)
+    with_cold.cold(kept, 0.0)
+    for i in range(500):
+        data = _nx_query(f"r{i}x.default.svc.{kc.Z}")
+        reply = with_cold.cold(data, 0.0)
+        assert reply is not None and dns.message.from_wire(reply).rcode() == dns.rcode.NXDOMAIN
+    assert len(with_cold.store) == 1 and with_cold.lookup(kept) is not None
+    assert len(with_cold._seen_once) <= 64  # what remembers them is bounded too
+
+
+def test_plugins_that_pass_everything_are_not_asked() -> None:
+    with_cold, _general = _dispatchers("default")
+    cold = with_cold.zones["."].cold
+    assert cold is not None
+    # errors passes everything; loadbalance and cache decide per question
+    assert [p.__self__.name for p in cold.front] == ["loadbalance", "cache"]  # type: ignore[attr-defined]
+
+
+QUIET = """
+.:53 {
+    metadata
+    nsid kdns-0
+    bufsize 1232
+    any
+    forward . 127.0.0.1:9
+}
+"""
+
+
+def test_plugins_quiet_in_their_default_config_keep_the_cold_path() -> None:
+    """metadata without a map rcode, nsid (the cold path takes no EDNS option) and any (for
+    other types) declare they pass; bufsize rewrites the OPT of every EDNS reply, so it
+    does not."""
+    server = KdnsServer(parse_corefile(QUIET, "<quiet>"), ServeOptions(dns_port=0, http=False))
+    server.build()
+    front = {h.name: h for h in server.handlers()}
+    kube = _handler("default")
+    handlers = [front["metadata"], front["nsid"], front["any"], kube]
+    cold = cold_path(handlers)
+    assert cold is not None
+    assert [p.__self__.name for p in cold.front] == ["metadata", "any"]  # type: ignore[attr-defined]
+    assert cold_path([front["bufsize"], kube]) is None
+    chain = build_chain(handlers)
+    with_cold = Dispatcher({".": Zone(".", chain, "dns://:53", cold=cold)}, "udp", "dns://:53")
+    general = Dispatcher({".": Zone(".", chain, "dns://:53")}, "udp", "dns://:53")
+    taken = 0
+    for case in kc.CASES:
+        if case.config != "default":
+            continue
+        for data in _queries(case.qname, case.qtype):
+            reply = with_cold.cold(data, 0.0)
+            if reply is not None:
+                taken += 1
+                assert reply == general.handle(data, ("10.244.1.18", 5353)), case.qname
+    assert taken >= 100
+    any_q = dns.message.make_query(f"kubia.default.svc.{kc.Z}", "ANY").to_wire()
+    assert with_cold.cold(any_q, 0.0) is None  # any answers that itself
+    nsid_q = dns.message.make_query(f"kubia.default.svc.{kc.Z}", "A", use_edns=0,
+                                    options=[dns.edns.GenericOption(dns.edns.NSID, b"")])
+    assert with_cold.cold(nsid_q.to_wire(), 0.0) is None  # an EDNS option: the chain's

@@ -25,6 +25,9 @@ RDATA = bytes([len(CPU)]) + CPU + bytes([len(OS)]) + OS
 class AnyHandler:
     name = "any"
 
+    def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
+        return bool(qtype != QTYPE.ANY)  # serve() answers ANY itself and hands the rest on
+
     def serve(self, req: Request, nxt: Next) -> Response:
         if req.qtype != QTYPE.ANY:
             return nxt(req)

@@ -16,7 +16,7 @@ from dnslib import QTYPE
 
 from kdns.config.durations import parse_duration
 from kdns.config.model import Directive, error
-from kdns.plugins.base import Next, Request, Response
+from kdns.plugins.base import Next, Request, Response, always_passes
 from kdns.plugins.setup_context import SetupContext
 
 log = logging.getLogger("kdns.errors")
@@ -45,9 +45,8 @@ class ErrorsHandler:
         self._counts: dict[int, int] = {}
         self._since: dict[int, float] = {}
 
-    def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
-        # serve() only reports what raises; a wire answer that raises is retried by the chain.
-        return True
+    # serve() only reports what raises; a wire answer that raises is retried by the chain.
+    passes = always_passes
 
     def serve(self, req: Request, nxt: Next) -> Response:
         try:

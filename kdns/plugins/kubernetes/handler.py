@@ -99,6 +99,10 @@ class KubernetesHandler:
                                            for f in cfg.fallthrough)))
         """Forward zones where ``fallthrough`` may cover a name (else no NXDOMAIN needs the
         check: kubeadm's ``fallthrough in-addr.arpa ip6.arpa`` leaves cluster.local alone)."""
+        self._wire_zones = tuple((z, "." + z, z in self._forward, z in self._ft_below)
+                                 for z in self._by_length if z != ".")
+        """Per zone, longest first: the suffix below it, whether :meth:`answer_wire` takes its
+        names and whether fallthrough may cover them (decided once, not per cold answer)."""
 
     # -- what other plugins and the server read ---------------------------------------------
 
@@ -161,11 +165,13 @@ class KubernetesHandler:
     def answer_wire(self, qname_lower: str, qtype: int) -> WireAnswer | None:
         """The cold path (:class:`~kdns.plugins.base.WireAnswerer`): what :meth:`serve` says
         for a class IN question, in wire form, or None when it is not one of those shapes."""
-        zone = self.zone_of(qname_lower)
-        if zone is None or zone not in self._forward:
-            return None
-        return answer_wire(qname_lower, qtype, self._builder.view, self.cfg, zone,
-                           zone in self._ft_below)
+        for zone, below, forward, fallthrough in self._wire_zones:  # as zone_of() decides
+            if qname_lower.endswith(below) or qname_lower == zone:
+                if not forward:
+                    return None
+                return answer_wire(qname_lower, qtype, self._builder.view, self.cfg, zone,
+                                   fallthrough)
+        return None
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 
 from dnslib import QTYPE, RCODE
 
@@ -56,26 +56,31 @@ def answer_wire(qname: str, qtype: int, view: View, cfg: KubernetesConfig, zone:
     svc = entry.service
     if svc.type == "ExternalName":
         return None
+    ips: Sequence[str]
     if svc.headless:
         ips = [ip for g in entry.groups for ip in g.ips]
     elif cfg.ignore_empty_service and entry.ip_count() == 0:
-        ips = []
+        ips = ()
     else:
-        ips = list(svc.cluster_ips)
+        ips = svc.cluster_ips
     if not ips:
         return _negative(qname, zone, view, cfg, _NXDOMAIN, deps, fallthrough)
     if qtype == _A:
-        fam, rtype, af = ".", b"\x00\x01\x00\x01", socket.AF_INET
+        fam, af, head = ".", socket.AF_INET, b"\xc0\x0c\x00\x01\x00\x01" + struct.pack(
+            "!IH", cfg.ttl, 4)
     elif qtype == _AAAA:
-        fam, rtype, af = ":", b"\x00\x1c\x00\x01", socket.AF_INET6
+        fam, af, head = ":", socket.AF_INET6, b"\xc0\x0c\x00\x1c\x00\x01" + struct.pack(
+            "!IH", cfg.ttl, 16)
     else:
         return _negative(qname, zone, view, cfg, _NOERROR, deps, fallthrough)
-    head = b"\xc0\x0c" + rtype + struct.pack("!I", cfg.ttl)
-    records = [head + struct.pack("!H", 4 if af == socket.AF_INET else 16)
-               + socket.inet_pton(af, ip) for ip in dict.fromkeys(ip for ip in ips if fam in ip)]
-    if not records:
+    if len(ips) == 1:  # most Services: one ClusterIP
+        wanted = ips if fam in ips[0] else ()
+    else:
+        wanted = [ip for ip in dict.fromkeys(ips) if fam in ip]
+    if not wanted:
         return _negative(qname, zone, view, cfg, _NOERROR, deps, fallthrough)
-    return WireAnswer(_NOERROR, len(records), 0, b"".join(records), tuple(deps))
+    return WireAnswer(_NOERROR, len(wanted), 0,
+                      b"".join([head + socket.inet_pton(af, ip) for ip in wanted]), tuple(deps))
 
 
 def _negative(qname: str, zone: str, view: View, cfg: KubernetesConfig, rcode: int,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from kdns.config.model import Directive, error
-from kdns.plugins.base import Next, Request, Response
+from kdns.plugins.base import Next, Request, Response, always_passes
 from kdns.plugins.setup_context import SetupContext
 
 FIELDS: dict[str, tuple[str, int, int]] = {
@@ -29,8 +29,7 @@ class LimitsHandler:
     def __init__(self, limits: dict[str, Any]) -> None:
         self.listener_limits = limits
 
-    def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
-        return True  # serve() hands every question on and returns the reply as is
+    passes = always_passes  # serve() hands every question on and returns the reply as is
 
     def serve(self, req: Request, nxt: Next) -> Response:
         return nxt(req)

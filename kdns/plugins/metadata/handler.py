@@ -83,6 +83,12 @@ class MetadataHandler:
             found.insert(0, self)  # first, as CoreDNS's metadata is first in the chain
         self.providers = tuple(dict.fromkeys(found))
 
+    def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
+        """Metadata only lends values to the plugins that read them; it answers itself only
+        when a ``map`` misses with an rcode set."""
+        m = self.cfg.map
+        return m is None or m.rcode_on_miss is None
+
     def serve(self, req: Request, nxt: Next) -> Response:
         if self.providers and longest_zone(req.qname_lower, self.cfg.zones) is not None:
             md = Metadata(req, self.providers)

@@ -16,7 +16,7 @@ from dnslib import EDNS0, QTYPE, RR, DNSRecord, EDNSOption
 
 from kdns.dns.wire import EDNS_ADVERTISED_SIZE
 from kdns.plugins.answering import copy_reply
-from kdns.plugins.base import Next, Request, Response
+from kdns.plugins.base import Next, Request, Response, always_passes
 
 NSID = 3
 
@@ -26,6 +26,10 @@ class NsidHandler:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
+
+    # serve() acts only on a query carrying the NSID option; passes is asked only of queries
+    # without EDNS options (Transparent).
+    passes = always_passes
 
     def serve(self, req: Request, nxt: Next) -> Response:
         opt = next((r for r in req.msg.ar if r.rtype == QTYPE.OPT), None)

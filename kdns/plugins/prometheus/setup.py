@@ -28,7 +28,7 @@ from prometheus_client import (
 )
 
 from kdns.config.model import Directive, error
-from kdns.plugins.base import Next, Request, Response
+from kdns.plugins.base import Next, Request, Response, always_passes
 from kdns.plugins.http import Route, listen_addr
 from kdns.plugins.setup_context import SetupContext
 
@@ -61,8 +61,7 @@ class PrometheusHandler:
             body += generate_latest(self._runtime)
         return 200, CONTENT_TYPE_LATEST, body
 
-    def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
-        return True  # serve() hands every question on and returns the reply as is
+    passes = always_passes  # serve() hands every question on and returns the reply as is
 
     def serve(self, req: Request, nxt: Next) -> Response:
         return nxt(req)

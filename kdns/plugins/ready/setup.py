@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 from kdns.config.model import Directive, error
-from kdns.plugins.base import Next, Request, Response
+from kdns.plugins.base import Next, Request, Response, always_passes
 from kdns.plugins.http import Route, listen_addr
 from kdns.plugins.setup_context import SetupContext
 
@@ -66,8 +66,7 @@ class ReadyHandler:
             return 503, "text/plain", ", ".join(waiting).encode()
         return 200, "text/plain", b"OK"
 
-    def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
-        return True  # serve() hands every question on and returns the reply as is
+    passes = always_passes  # serve() hands every question on and returns the reply as is
 
     def serve(self, req: Request, nxt: Next) -> Response:
         return nxt(req)

@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from kdns.config.durations import parse_duration
 from kdns.config.model import ConfigError, Directive, error
-from kdns.plugins.base import Next, Request, Response
+from kdns.plugins.base import Next, Request, Response, always_passes
 from kdns.plugins.setup_context import SetupContext
 
 log = logging.getLogger("kdns.reload")
@@ -50,8 +50,7 @@ class ReloadHandler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
-        return True  # serve() hands every question on and returns the reply as is
+    passes = always_passes  # serve() hands every question on and returns the reply as is
 
     def serve(self, req: Request, nxt: Next) -> Response:
         return nxt(req)
