@@ -613,7 +613,7 @@ class Bulk:
         qfile.write_text("\n".join(lines) + "\n")
         self.proc = subprocess.Popen(
             ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile), "-l",
-             f"{seconds:.0f}", "-Q", str(rate), "-c", "8", "-q", "2000", "-t", "2"],
+             f"{seconds:.0f}", "-Q", str(rate), "-c", "8", "-q", "2000", "-t", "2", "-b", "1024"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def stop(self, timeout: float) -> None:
@@ -641,14 +641,7 @@ def rss_mb(pid: int) -> float | None:
     own = _rss_one(pid)
     if own is None:
         return None
-    kids: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
-                kids.extend(int(x) for x in f.read().split())
-    except OSError:
-        pass
-    return own + sum(_rss_one(k) or 0.0 for k in kids)
+    return own + sum(_rss_one(k) or 0.0 for k in children(pid))
 
 
 def _rss_one(pid: int) -> float | None:
@@ -660,6 +653,66 @@ def _rss_one(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def socket_inodes(pids: list[int]) -> set[int]:
+    """Inodes of the sockets the processes ``pids`` hold open."""
+    inodes: set[int] = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(int(link[8:-1]))
+    return inodes
+
+
+def udp_drops(inodes: set[int]) -> int:
+    """Datagrams the kernel dropped on these UDP sockets (the ``drops`` column of
+    /proc/net/udp: a full receive buffer). Per socket, so other jobs on a shared machine do not
+    count, unlike ``UdpRcvbufErrors`` in /proc/net/snmp."""
+    total = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if len(cols) >= 13 and int(cols[9]) in inodes:
+                        total += int(cols[-1])
+        except OSError:
+            continue
+    return total
+
+
+def children(pid: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                kids.extend(int(x) for x in f.read().split())
+    except OSError:
+        pass
+    return kids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes ``pids`` have used so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def http_get(url: str) -> tuple[int, str]:
@@ -689,9 +742,11 @@ def requests_total(metrics: str) -> int | None:
 class Kdns:
     """One ``kdns serve`` subprocess; its output is drained and ERROR lines are kept."""
 
-    def __init__(self, corefile: Path, workers: int = 1) -> None:
+    def __init__(self, corefile: Path, workers: int = 1, cpu: int | None = None) -> None:
+        # taskset execs kdns, so the PID held is kdns's own (for /proc reads and signals)
+        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kdns.cli", "serve", "--conf", str(corefile),
+            [*pin, sys.executable, "-m", "kdns.cli", "serve", "--conf", str(corefile),
              "--dns-addr", "127.0.0.1", "--dns-port", "0", "--log-level", "warning",
              "--workers", str(workers)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
@@ -758,6 +813,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bulk-rate", type=int, default=0,
                     help="add dnsperf at this many queries per second on the stable names "
                          "for the whole run (0: off; max 100000), e.g. 20000")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="do not pin kdns to one CPU and the load (this script, dnsperf, "
+                         "dnsmasq) to another (pinned by default with 2+ CPUs and taskset)")
     args = ap.parse_args(argv)
     minutes = 20 / 60 if args.quick else max(0.05, min(args.minutes, 240.0))
     warmup, rss_every = (5.0, 1.0) if args.quick else (10.0, 5.0)
@@ -769,6 +827,15 @@ def main(argv: list[str] | None = None) -> int:
     if bulk_rate and shutil.which("dnsperf") is None:
         ap.error("--bulk-rate needs dnsperf (Debian dnsperf; scripts/system-deps)")
     interval = max(0.01, min(args.churn_interval, 60.0))
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu: int | None = None
+    if not args.no_pin and len(cpus) >= 2 and shutil.which("taskset") is not None:
+        # before any thread or child starts, so all of them inherit the load CPU
+        server_cpu = cpus[-1]
+        os.sched_setaffinity(0, {cpus[0]})
+        pinning = f"kdns on CPU {server_cpu}, load/API/dnsperf/dnsmasq on CPU {cpus[0]}"
+    else:
+        pinning = "not pinned (kdns and the load share the CPUs)"
     pool = max(1, min(args.churn_pool, 5000))
     duration = minutes * 60
 
@@ -785,6 +852,11 @@ def main(argv: list[str] | None = None) -> int:
     rss_start: float | None = None
     metrics_total: int | None = None
     shed = 0
+    kdns_cpu = 0.0
+    served: dict[str, int] = {}
+    drops = {"kdns": 0, "checker": 0, "dnsperf": 0}
+    kdns_sockets: set[int] = set()
+    load_avg = [os.getloadavg()[0]]
     exit_code: int | None = None
     early_exit = False
     try:
@@ -808,18 +880,28 @@ def main(argv: list[str] | None = None) -> int:
                 f".:53 {{\n    errors\n    ready 127.0.0.1:{ready_port}\n"
                 f"    prometheus 127.0.0.1:{prom_port}\n"
                 f"    kubernetes {ZONE} {{\n        kubeconfig {kubeconfig}\n    }}\n}}\n")
-        kdns = Kdns(corefile, max(1, min(args.workers, 8)))
+        kdns = Kdns(corefile, max(1, min(args.workers, 8)), server_cpu)
         print(f"soak: kdns pid {kdns.proc.pid}, temp dir {tmp}", file=sys.stderr, flush=True)
         port = kdns.wait_serving()
         poll(lambda: http_get(f"http://127.0.0.1:{ready_port}/ready")[0] == 200, 30, "/ready 200")
+        kdns_sockets = socket_inodes([kdns.proc.pid, *children(kdns.proc.pid)])
         print(f"soak: serving on 127.0.0.1:{port}; corefile {args.corefile}; {SERVICES} "
               f"services + {pool} churned + {churn.slice_pool} with churning endpoints, "
               f"{rate} qps checked + {bulk_rate} qps bulk for {round(minutes, 2):g} min, "
-              f"churn every {interval:g}s", flush=True)
+              f"churn every {interval:g}s; {pinning}; load average {load_avg[0]:.2f}", flush=True)
+
+        def read_drops() -> None:
+            # per-socket counters vanish with the socket, so keep the highest reading
+            now_drops = {"kdns": udp_drops(kdns_sockets),
+                         "checker": udp_drops(socket_inodes([os.getpid()])),
+                         "dnsperf": udp_drops(socket_inodes([bulk.proc.pid])) if bulk else 0}
+            for k, v in now_drops.items():
+                drops[k] = max(drops[k], v)
 
         load = Load(port, rate, targets, truth)
         sampler = Sampler(port, truth)
         t0 = time.monotonic()
+        cpu0 = cpu_seconds([kdns.proc.pid, *children(kdns.proc.pid)])
         churn.start()
         load.start()
         sampler.start()
@@ -841,6 +923,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"soak: {now - t0:.0f}s sent={load.sent} lost={load.lost} "
                               f"wrong={load.wrong + sampler.wrong} rss_mb={value:.1f} "
                               f"churn_ops={churn.ops}", flush=True)
+                read_drops()
                 next_rss += rss_every
             if kdns.proc.poll() is not None:
                 early_exit = True
@@ -849,6 +932,10 @@ def main(argv: list[str] | None = None) -> int:
             if any(x.error for x in (churn, load, sampler)):
                 break
             time.sleep(max(0.0, min(next_rss, t0 + duration) - time.monotonic()))
+        read_drops()
+        load_avg.append(os.getloadavg()[0])
+        kdns_cpu = ((cpu_seconds([kdns.proc.pid, *children(kdns.proc.pid)]) - cpu0)
+                    / max(1e-9, time.monotonic() - t0))
         churn.stop()
         sampler.stop()
         load.stop()
@@ -861,6 +948,12 @@ def main(argv: list[str] | None = None) -> int:
             status, body = http_get(f"http://127.0.0.1:{prom_port}/metrics")
             metrics_total = requests_total(body) if status == 200 else None
             shed = metric_sum(body, "kdns_udp_shed_total") if status == 200 else 0
+            if status == 200:
+                served = {name: metric_sum(body, f"{name}_total") for name in (
+                    "coredns_dns_requests", "coredns_dns_responses",
+                    "coredns_forward_max_concurrent_rejects", "coredns_panics")}
+            kdns_sockets |= socket_inodes([kdns.proc.pid, *children(kdns.proc.pid)])
+            drops["kdns"] = max(drops["kdns"], udp_drops(kdns_sockets))
     finally:
         churn.stop()
         if sampler is not None:
@@ -902,6 +995,11 @@ def main(argv: list[str] | None = None) -> int:
             errors += 1
     print(f"soak: metrics coredns_dns_requests_total={metrics_total} vs queries sent={queries}; "
           f"kdns_udp_shed_total={shed}")
+    print("soak: kdns counters (all types) " + " ".join(f"{k}={v}" for k, v in served.items()))
+    print(f"soak: UDP receive-buffer drops (/proc/net/udp, per socket): kdns={drops['kdns']} "
+          f"checker={drops['checker']} dnsperf={drops['dnsperf']}; kdns CPU use "
+          f"{kdns_cpu:.0%} of one core; load average "
+          f"{' -> '.join(f'{x:.2f}' for x in load_avg)}; {pinning}")
     print(f"soak: memory bound rss_end <= rss_start * {RSS_FACTOR:g} + {RSS_SLACK_MB:g} MB "
           f"= {bound:.1f} MB: {'ok' if memory_ok else 'EXCEEDED'}")
     print(f"soak: kdns exit code {exit_code}, ERROR log lines {log_errors}, send errors "
