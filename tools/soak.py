@@ -83,6 +83,12 @@ LAG = 1.0
 LOST_AFTER = 2.0
 """A query without a reply after this many seconds is lost."""
 RSS_FACTOR, RSS_SLACK_MB = 1.25, 5.0
+STARVED = 0.10
+"""Share of the run kdns's threads spent runnable but waiting for a CPU above which the machine
+did not keep up: late replies are then the machine's, if kdns also received and answered every
+query (see :func:`attribute`)."""
+STARVED_LOSS_MAX = 0.05
+"""Most checked queries that may be late on a starved machine before it counts against kdns."""
 
 Outcome = tuple[int, frozenset[str]]
 """What a reply says: its rcode and the set of answer RDATA texts of the asked type."""
@@ -715,6 +721,35 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def run_delay(pids: list[int]) -> float:
+    """Seconds the threads of ``pids`` have spent runnable but waiting for a CPU
+    (/proc/PID/task/TID/schedstat, second field): how much the machine held kdns back."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
+                    total += int(f.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total / 1e9
+
+
+def attribute(*, lost: int, other_errors: int, checked: int, server_drops: int,
+              requests: int | None, answered_all: bool, sent: int, cpu_wait: float) -> bool:
+    """Are the checked queries lost (no reply within LOST_AFTER) the machine's doing rather
+    than kdns's? Only when nothing else went wrong, kdns's own counters show it received every
+    query sent (nothing dropped on its socket or shed) and answered each, its threads waited
+    for a CPU for at least STARVED of the run, and the late replies are at most
+    STARVED_LOSS_MAX of the checked queries."""
+    return (0 < lost <= checked * STARVED_LOSS_MAX and other_errors == 0 and server_drops == 0
+            and requests == sent and answered_all and cpu_wait >= STARVED)
+
+
 def http_get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
@@ -852,7 +887,7 @@ def main(argv: list[str] | None = None) -> int:
     rss_start: float | None = None
     metrics_total: int | None = None
     shed = 0
-    kdns_cpu = 0.0
+    kdns_cpu = kdns_wait = 0.0
     served: dict[str, int] = {}
     drops = {"kdns": 0, "checker": 0, "dnsperf": 0}
     kdns_sockets: set[int] = set()
@@ -902,6 +937,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler = Sampler(port, truth)
         t0 = time.monotonic()
         cpu0 = cpu_seconds([kdns.proc.pid, *children(kdns.proc.pid)])
+        wait0 = run_delay([kdns.proc.pid, *children(kdns.proc.pid)])
         churn.start()
         load.start()
         sampler.start()
@@ -936,6 +972,8 @@ def main(argv: list[str] | None = None) -> int:
         load_avg.append(os.getloadavg()[0])
         kdns_cpu = ((cpu_seconds([kdns.proc.pid, *children(kdns.proc.pid)]) - cpu0)
                     / max(1e-9, time.monotonic() - t0))
+        kdns_wait = ((run_delay([kdns.proc.pid, *children(kdns.proc.pid)]) - wait0)
+                     / max(1e-9, time.monotonic() - t0))
         churn.stop()
         sampler.stop()
         load.stop()
@@ -949,9 +987,10 @@ def main(argv: list[str] | None = None) -> int:
             metrics_total = requests_total(body) if status == 200 else None
             shed = metric_sum(body, "kdns_udp_shed_total") if status == 200 else 0
             if status == 200:
-                served = {name: metric_sum(body, f"{name}_total") for name in (
-                    "coredns_dns_requests", "coredns_dns_responses",
-                    "coredns_forward_max_concurrent_rejects", "coredns_panics")}
+                served = {name: metric_sum(body, name) for name in (
+                    "coredns_dns_requests_total", "coredns_dns_responses_total",
+                    "coredns_forward_max_concurrent_rejects_total", "coredns_panics_total",
+                    "kdns_fast_path_entries")}
             kdns_sockets |= socket_inodes([kdns.proc.pid, *children(kdns.proc.pid)])
             drops["kdns"] = max(drops["kdns"], udp_drops(kdns_sockets))
     finally:
@@ -998,7 +1037,7 @@ def main(argv: list[str] | None = None) -> int:
     print("soak: kdns counters (all types) " + " ".join(f"{k}={v}" for k, v in served.items()))
     print(f"soak: UDP receive-buffer drops (/proc/net/udp, per socket): kdns={drops['kdns']} "
           f"checker={drops['checker']} dnsperf={drops['dnsperf']}; kdns CPU use "
-          f"{kdns_cpu:.0%} of one core; load average "
+          f"{kdns_cpu:.0%} of one core, waiting for a CPU {kdns_wait:.0%}; load average "
           f"{' -> '.join(f'{x:.2f}' for x in load_avg)}; {pinning}")
     print(f"soak: memory bound rss_end <= rss_start * {RSS_FACTOR:g} + {RSS_SLACK_MB:g} MB "
           f"= {bound:.1f} MB: {'ok' if memory_ok else 'EXCEEDED'}")
@@ -1007,6 +1046,16 @@ def main(argv: list[str] | None = None) -> int:
     for line in (load.examples + sampler.examples + kdns.error_lines)[:10]:
         print(f"soak:   {line}")
     verdict = "PASS" if errors == 0 and memory_ok else "FAIL"
+    # requests of the types sent (A, SRV) equal the queries sent; responses, of every type,
+    # equal the requests of every type (the loop plugin's probes included)
+    machine = attribute(
+        lost=lost, other_errors=errors - lost, checked=load.sent + sampler.checked,
+        server_drops=drops["kdns"] + shed, requests=metrics_total,
+        answered_all=bool(served) and served["coredns_dns_responses_total"] == served[
+            "coredns_dns_requests_total"], sent=queries, cpu_wait=kdns_wait)
+    print(f"soak: loss attribution: kdns socket drops + shed {drops['kdns'] + shed}, requests "
+          f"{metrics_total} of {queries} sent, kdns waited for a CPU {kdns_wait:.0%} of the "
+          f"run; lost by a machine that did not keep up: {'yes' if machine else 'no'}")
     print(f"soak: minutes={round(minutes, 2):g} queries={queries} errors={errors} lost={lost} "
           f"wrong={wrong} rss_start_mb={start:.1f} rss_end_mb={end:.1f} "
           f"rss_max_mb={max(rss, default=0.0):.1f} churn_ops={churn.ops} verdict={verdict}",
