@@ -24,8 +24,8 @@ whole run:
   reply arrived, and with nothing else; stable names have exactly one right answer. No reply
   within 2 s is a lost query.
 * **bulk** (``--bulk-rate N``, e.g. 20000): dnsperf adds N queries a second on the stable and
-  forwarded names for the whole run (1 MiB socket buffers: its 32 KiB default dropped replies
-  on a busy load CPU); its lost queries count as errors.
+  forwarded names for the whole run (1 MiB socket buffers: with its defaults its socket dropped
+  replies on a busy load CPU); its lost queries count as errors.
 * **pinning** (unless ``--no-pin``, with 2+ CPUs and taskset): kdns runs on the last CPU, this
   script with its fake API server, dnsperf and dnsmasq on the first, as the benchmarks do.
 * **sampling**: every 0.5 s a few churned names whose state has been stable for over LAG (live,
@@ -416,7 +416,9 @@ class Load:
             s.close()
 
     def _note(self, text: str) -> None:
-        if len(self.examples) < 10:
+        # up to ten of each kind, so a few wrong answers are not hidden behind many lost ones
+        kind = text.split(":", 1)[0]
+        if sum(e.startswith(kind + ":") for e in self.examples) < 10:
             self.examples.append(text)
 
     def _expire(self, now: float) -> None:
@@ -555,7 +557,9 @@ class Sampler:
             self._note(f"sample wrong: {name} got {got} want one of {ok}")
 
     def _note(self, text: str) -> None:
-        if len(self.examples) < 10:
+        # up to ten of each kind, so a few wrong answers are not hidden behind many lost ones
+        kind = text.split(":", 1)[0]
+        if sum(e.startswith(kind + ":") for e in self.examples) < 10:
             self.examples.append(text)
 
     def _run(self) -> None:
@@ -1054,7 +1058,9 @@ def main(argv: list[str] | None = None) -> int:
           f"= {bound:.1f} MB: {'ok' if memory_ok else 'EXCEEDED'}")
     print(f"soak: kdns exit code {exit_code}, ERROR log lines {log_errors}, send errors "
           f"{load.send_errors}, thread errors {thread_errors}")
-    for line in (load.examples + sampler.examples + kdns.error_lines)[:10]:
+    examples = load.examples + sampler.examples
+    wrong_first = sorted(examples, key=lambda e: "wrong" not in e.split(":", 1)[0])
+    for line in (wrong_first[:10] + kdns.error_lines)[:15]:
         print(f"soak:   {line}")
     verdict = "PASS" if errors == 0 and memory_ok else "FAIL"
     # requests of the types sent (A, SRV) equal the queries sent; responses, of every type,
