@@ -801,6 +801,10 @@ class Kdns:
              "--workers", str(workers)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
         self.error_lines: list[str] = []
+        self.warnings = 0
+        self.warning_lines: list[str] = []
+        """The first WARNING lines (a broken watch, a relist): context for a late or stale
+        answer; they are not errors."""
         self.tail: collections.deque[str] = collections.deque(maxlen=20)
 
     def wait_serving(self, timeout: float = 30.0) -> int:
@@ -823,6 +827,10 @@ class Kdns:
             self.tail.append(line)
             if "[ERROR]" in line or "[CRITICAL]" in line or line.startswith("Traceback"):
                 self.error_lines.append(line.rstrip())
+            elif "[WARNING]" in line:
+                self.warnings += 1
+                if len(self.warning_lines) < 5:
+                    self.warning_lines.append(line.rstrip())
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -1060,7 +1068,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{load.send_errors}, thread errors {thread_errors}")
     examples = load.examples + sampler.examples
     wrong_first = sorted(examples, key=lambda e: "wrong" not in e.split(":", 1)[0])
-    for line in (wrong_first[:10] + kdns.error_lines)[:15]:
+    print(f"soak: kdns WARNING log lines {kdns.warnings}")
+    for line in (wrong_first[:10] + kdns.error_lines)[:15] + kdns.warning_lines:
         print(f"soak:   {line}")
     verdict = "PASS" if errors == 0 and memory_ok else "FAIL"
     # requests of the types sent (A, SRV) equal the queries sent; responses, of every type,
