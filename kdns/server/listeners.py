@@ -28,7 +28,7 @@ log = logging.getLogger("kdns.server")
 UDP_RECV_SIZE = 4096
 UDP_RCVBUF = 4 << 20
 """Bytes of receive buffer asked for each UDP socket (the kernel caps it at
-net.core.rmem_max). The default (net.core.rmem_default, 208 KiB) holds about 200 queries: at
+net.core.rmem_max). The default (net.core.rmem_default, 208 KiB) holds 256 small queries: at
 20k QPS any 10 ms pause of the serving thread (a GC pass, the GIL held by an informer applying a
 change) overflows it and the kernel drops queries that kdns would have answered a moment later;
 4 MiB rides out pauses of about 200 ms at that rate."""
