@@ -94,6 +94,8 @@ SPECS: dict[str, Workload] = {
     "latency": Workload(6, "latency at a fixed rate (pod mix)", fixed_rate=True, rewarm=True),
     "mixed": Workload(0, "80 % hits + 20 % in-zone NXDOMAIN (the earlier 'mixed')"),
 }
+CHANGE_WORKLOADS = ("churn", "cold")
+"""Measured by ``change.py``: the cluster changing under load, and names never asked before."""
 GOALS = {"hits": 0.9, "podmix": 0.9, "cached": 0.7}
 """Workload -> minimum median QPS ratio kdns/dnsmasq (kdns on one core, kubeadm plugins)."""
 
@@ -904,7 +906,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--servers", default=",".join(SERVERS),
                    help="comma list of kdns,dnsmasq,unbound")
     p.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
-                   help=f"comma list of {','.join(WORKLOADS)}")
+                   help=f"comma list of {','.join((*WORKLOADS, *CHANGE_WORKLOADS))}")
+    p.add_argument("--churn-rates", default="0,5,20,100",
+                   help="churn: EndpointSlice changes per second, one measurement each")
+    p.add_argument("--churn-n", type=int, default=5000,
+                   help="churn and cold: Services (one in five headless)")
+    p.add_argument("--kdns-workers", type=int, default=1,
+                   help="churn: run kdns serve --workers N")
+    p.add_argument("--cold-lines", type=int, default=1_500_000,
+                   help="cold: names per rep's query file (more than a run sends)")
     p.add_argument("--plugins", choices=("kubeadm", "minimal"), default="kubeadm",
                    help="kdns Corefile: kubeadm's plugin set, or kubernetes+forward+cache only")
     p.add_argument("--rate", type=int, default=2000, help="QPS of the fixed-rate workload")
@@ -934,6 +944,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.timeout = args.timeout if args.timeout is not None else (0.2 if quick else 1.0)
     args.servers = [s for s in args.servers.split(",") if s]
     args.workloads = [w for w in args.workloads.split(",") if w]
+    args.change = [w for w in args.workloads if w in CHANGE_WORKLOADS]
+    args.workloads = [w for w in args.workloads if w not in CHANGE_WORKLOADS]
+    try:
+        args.churn_rates = [float(r) for r in args.churn_rates.split(",") if r]
+    except ValueError:
+        p.error(f"--churn-rates must be numbers, got {args.churn_rates!r}")
+    if not args.churn_rates or min(args.churn_rates) < 0 or args.kdns_workers < 1 \
+            or args.churn_n < 10 or args.cold_lines < 1000:
+        p.error("--churn-rates must be >= 0, --kdns-workers >= 1, --churn-n >= 10, "
+                "--cold-lines >= 1000")
     if args.profile is not None:
         if args.profile not in WORKLOADS:
             p.error(f"unknown workload {args.profile!r} for --profile")
@@ -971,7 +991,7 @@ def preflight(args: argparse.Namespace, notes: list[str]) -> None:
         if dropped:
             notes.append(f"no dnsmasq for the upstream: skipped {', '.join(dropped)}")
             args.workloads = [w for w in args.workloads if w not in dropped]
-    if not args.servers or not args.workloads:
+    if not args.servers or not (args.workloads or args.change):
         raise BenchError("no server or no workload left to benchmark")
 
 
@@ -1088,6 +1108,27 @@ def run(args: argparse.Namespace, children: Children, tmp: Path) -> dict[str, ob
     return out
 
 
+def run_all(args: argparse.Namespace, children: Children, tmp: Path) -> dict[str, object]:
+    """The workloads above, then ``churn`` and ``cold`` (``change.py``) when asked for."""
+    out: dict[str, object] = {"results": []}
+    if args.workloads:
+        out = run(args, children, tmp)
+    if args.change:
+        import change
+
+        notes: list[str] = []
+        if not args.workloads:
+            preflight(args, notes)
+        pin = choose_pinning()
+        gen_ = make_generator(args, children, pin, notes)
+        for w in args.change:
+            sub = tmp / w
+            sub.mkdir()
+            runner = change.run_churn if w == "churn" else change.run_cold
+            out.update(runner(args, children, sub, pin, gen_))
+    return out
+
+
 def print_profile(path: Path, workload: str, top: int) -> None:
     import io
     import pstats
@@ -1139,7 +1180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
 
     def body(children: Children, tmp: Path) -> int:
-        out = run(args, children, tmp)
+        out = run_all(args, children, tmp)
         if args.json is not None:
             args.json.write_text(json.dumps(out, indent=2) + "\n")
         problems = [r["problems"] for r in out["results"]]  # type: ignore[attr-defined]

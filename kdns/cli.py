@@ -94,7 +94,8 @@ def _with_source_options(fn: Any) -> Any:
 
 def _build(conf: str | None, kubeconfig: str | None, context: str | None,
            manifests: str | None, dns_addr: str | None = None,
-           dns_port: int | None = None, workers: int = 1, log_level: str = "info") -> Any:
+           dns_port: int | None = None, workers: int = 1, log_level: str = "info",
+           reply_store_mb: int = 16) -> Any:
     from kdns.server.app import KdnsServer, ServeOptions
 
     blocks, config_dir = _load(conf)
@@ -103,7 +104,8 @@ def _build(conf: str | None, kubeconfig: str | None, context: str | None,
     if kubeconfig is not None:
         kubeconfig = str(Path(kubeconfig).expanduser().resolve())
     opts = ServeOptions(config_dir, Overrides(kubeconfig, context, manifests), dns_addr,
-                        Path(conf).resolve() if conf is not None else None, dns_port)
+                        Path(conf).resolve() if conf is not None else None, dns_port,
+                        reply_store_bytes=reply_store_mb << 20)
     if workers > 1:
         from kdns.server.supervisor import Supervisor
 
@@ -127,16 +129,19 @@ def main() -> None:
 @click.option("--workers", callback=_workers, default="1", show_default=True, metavar="N|auto",
               help="Serve from N processes on the same port (SO_REUSEPORT), with one set of "
                    "API watches and one /metrics for all; 'auto': one per usable CPU.")
+@click.option("--reply-store-mb", type=click.IntRange(1, 4096), default=16, show_default=True,
+              help="Memory for ready-made replies, per listener and protocol (and per worker); "
+                   "see docs/operations.md, Sizing.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def serve(conf: str | None, kubeconfig: str | None, context: str | None,
           manifests: str | None, dns_addr: str | None, dns_port: int | None,
-          workers: int, log_level: str) -> None:
+          workers: int, reply_store_mb: int, log_level: str) -> None:
     """Serve DNS until SIGTERM/SIGINT (graceful: lameduck, then exit 0)."""
     _setup_logging(log_level)
     try:
         server = _build(conf, kubeconfig, context, manifests, dns_addr, dns_port, workers,
-                        log_level)
+                        log_level, reply_store_mb)
     except ConfigError as err:
         click.echo(f"kdns: {err}", err=True)
         sys.exit(EXIT_CONFIG)

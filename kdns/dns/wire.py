@@ -13,6 +13,7 @@ It imports nothing else from kdns.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -299,3 +300,73 @@ def qtype_name(qtype: int) -> str:
         return str(QTYPE[qtype])
     except Exception:
         return f"TYPE{qtype}"
+
+
+_PLAIN_NAME = re.compile(rb"(?:[a-z0-9_-]+\.)+")
+
+
+def peek_plain(data: bytes, end: int) -> tuple[str, int, bool, bool] | None:
+    """(name lower case with the trailing dot, qtype, EDNS present, DO bit) of a query
+    :func:`fast_key` accepted whose name is plain letters, digits, ``-`` and ``_``, class IN,
+    followed by nothing or by one bare OPT (version 0, no options); else None.
+
+    Such a query parses the same with or without dnslib, so its reply can be written without
+    it (the server's cold path); anything else goes through :func:`parse_query`.
+    """
+    if end - 12 >= 254 or data[end + 3 : end + 5] != b"\x00\x01":
+        return None
+    rest = len(data) - end - 5
+    if data[10:12] == b"\x00\x00":
+        if rest:
+            return None
+        edns = do = False
+    elif data[10:12] == b"\x00\x01":
+        # root owner, type OPT, any size; extended rcode and version 0; no options
+        o = end + 5
+        if rest != 11 or data[o : o + 3] != b"\x00\x00\x29" or data[o + 5 : o + 7] != b"\x00\x00" \
+                or data[o + 9 : o + 11] != b"\x00\x00":
+            return None
+        edns, do = True, bool(data[o + 7] & 0x80)
+    else:
+        return None
+    name = bytearray(data[13 : end + 1].lower())  # the labels, then the zero byte
+    i = 12
+    while i < end:  # each length byte becomes the dot after the label it ends
+        n = data[i]
+        if not 0 < n < 64:
+            return None
+        i += 1 + n
+        if i > end:
+            return None
+        name[i - 13] = 0x2E
+    if i != end or not _PLAIN_NAME.fullmatch(name):
+        return None
+    return name.decode("ascii"), data[end + 1] << 8 | data[end + 2], edns, do
+
+
+def cold_reply(data: bytes, end: int, rcode: int, answers: int, authority: int,
+               records: bytes, edns: bool, do: bool) -> bytes:
+    """An authoritative reply to a :func:`peek_plain` query: its ID, RD and CD echoed, RA set,
+    the question as sent, ``records`` (Answer then Authority), and an OPT when it had one
+    (as :func:`reply_for` writes them)."""
+    q_end = end + 5
+    opt = b""
+    if edns:
+        opt = b"\x00\x00\x29" + struct.pack("!H", EDNS_ADVERTISED_SIZE) + b"\x00\x00" \
+            + (b"\x80\x00" if do else b"\x00\x00") + b"\x00\x00"
+    return b"".join((
+        data[:2], bytes((0x84 | (data[2] & 0x01), 0x80 | (data[3] & 0x10) | rcode)),
+        struct.pack("!HHHH", 1, answers, authority, 1 if edns else 0),
+        data[12:q_end], records, opt))
+
+
+def spells_name(reply: bytes, end: int) -> bool:
+    """Whether ``reply`` may spell (part of) its question's name out after the question
+    instead of pointing at it: its last label appears there in any case (e.g. an SRV target,
+    which RFC 2782 forbids compressing). Such a reply only fits queries spelled as this one,
+    so it must not be patched for another spelling. ``end`` is the name's zero byte."""
+    i, last = 12, 12
+    while i < end:
+        last = i
+        i += reply[i] + 1
+    return reply[last:end + 1].lower() in reply[end + 5 :].lower()

@@ -9,9 +9,10 @@ raise on internal faults; the server turns an escaped exception into SERVFAIL an
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from dnslib import DNSRecord
 
@@ -45,13 +46,19 @@ class Response:
     plugin: str
     """The plugin that wrote the reply (the ``plugin`` label of coredns_dns_responses_total)."""
     fast: bool = False
-    """The reply depends only on the question and the current view generation, so the server
-    may store its encoded bytes in the fast path until the generation changes."""
+    """The reply depends only on the question and the data named by ``deps``, so the server
+    may store its encoded bytes in the fast path until one of those changes."""
+    deps: tuple[Hashable, ...] | None = None
+    """With ``fast``: the dependency keys the reply was built from (a Service, a namespace's
+    existence, a reverse IP, a pod IP, a plugin's zone data). The server drops the stored
+    reply when :data:`GENERATION` reports a change of one of them; ``()`` means only a
+    configuration change (a reload) can change it, ``None`` that any data change may."""
     generation: int = -1
-    """The view generation the reply was built from (meaningful when ``fast``)."""
+    """Not read any more: the server stamps every reply with the data version it saw before
+    running the chain (kept so plugins that still set it construct unchanged)."""
     expires: float = 0.0
     """With ``fast``: the ``time.monotonic()`` after which the stored reply must not be replayed
-    (0: until the generation moves). The cache sets it so its TTLs still count down."""
+    (0: until its data changes). The cache sets it so its TTLs still count down."""
     variants: list[DNSRecord] | None = None
     """Alternative orderings of ``msg`` (set by ``loadbalance``). The server encodes each once
     and, for a fast reply, hands them out in turn, so shuffled order survives precomputation."""
@@ -64,11 +71,57 @@ class Response:
 Next = Callable[[Request], Response]
 
 
+def with_deps(resp: Response, deps: tuple[Hashable, ...]) -> Response:
+    """``resp`` also depending on ``deps`` (a plugin that passed the query on because of
+    its own data: the reply holds only while that data stays as it was)."""
+    if not deps or resp.deps is None:
+        return resp
+    return replace(resp, deps=tuple(dict.fromkeys((*resp.deps, *deps))))
+
+
 @runtime_checkable
 class Handler(Protocol):
     name: str
 
     def serve(self, req: Request, nxt: Next) -> Response: ...
+
+
+class WireAnswer(NamedTuple):
+    """An answer already in wire form, for the server to put behind the header and the
+    question it echoes (no dnslib objects on that path)."""
+
+    rcode: int
+    answers: int
+    """Records in the Answer section (the first ``answers`` records of ``records``)."""
+    authority: int
+    """Records in the Authority section, after them."""
+    records: bytes
+    """The records, names compressed against the question (which starts at offset 12)."""
+    deps: tuple[Hashable, ...]
+    """What the answer was read from (as ``Response.deps``)."""
+
+
+@runtime_checkable
+class WireAnswerer(Protocol):
+    """A plugin that can answer some questions in wire form, as its ``serve`` would.
+
+    ``answer_wire`` returns None for anything it does not take this way (the server then runs
+    the chain): it must never answer differently from ``serve``."""
+
+    name: str
+
+    def answer_wire(self, qname_lower: str, qtype: int) -> WireAnswer | None: ...
+
+
+@runtime_checkable
+class Transparent(Protocol):
+    """A plugin that declares when it plays no part in a query.
+
+    ``passes`` is True when ``serve`` would hand this question (class IN) to the next plugin
+    and return its reply unchanged, given that the reply has ``answers`` Answer records. The
+    server answers in wire form only when every plugin in front of the answerer passes."""
+
+    def passes(self, qname_lower: str, qtype: int, answers: int) -> bool: ...
 
 
 class Lifecycle(Protocol):
@@ -97,25 +150,54 @@ class ReadyReporter(Protocol):
 
 
 class Generation:
-    """A process-wide counter of answer-affecting data changes.
+    """The process-wide log of answer-affecting data changes, by dependency key.
 
-    Any plugin whose data changes (the kubernetes view, a reloaded zone file) calls
-    :meth:`bump`. The server's fast path compares one integer per query and drops every stored
-    reply when it moved, so precomputed bytes never outlive the data they were built from.
+    A plugin whose data changes (the kubernetes view, a reloaded hosts or zone file) first
+    publishes the new data (one reference swap), then calls :meth:`bump` with the keys it
+    touched; a reload of the Corefile bumps with ``None`` (everything). ``value`` is the data
+    version: the server reads it *before* running the chain and stamps the reply with it, so
+    a reply built from data older than a change is always stamped older than that change.
+    Each listener keeps its stored replies in step with :meth:`since` (one integer comparison
+    per query while nothing changes) and evicts only the replies whose keys a change named.
     """
 
-    __slots__ = ("_lock", "value")
+    __slots__ = ("_lock", "_log", "value")
+
+    KEEP = 4096
+    """Changes remembered; a listener further behind than that drops its whole store."""
 
     def __init__(self) -> None:
         self.value = 0
         self._lock = threading.Lock()
+        self._log: deque[tuple[int, frozenset[Hashable] | None]] = deque(maxlen=self.KEEP)
 
-    def bump(self) -> int:
+    def bump(self, keys: Iterable[Hashable] | None = None) -> int:
+        """Record one change of ``keys`` (None: of everything); returns the new version."""
+        frozen = None if keys is None else frozenset(keys)
         # Plugins bump from their own threads; an unlocked += could lose one, and a lost bump
         # would leave the fast path serving replies built from the previous data.
         with self._lock:
             self.value += 1
+            self._log.append((self.value, frozen))
             return self.value
+
+    def since(self, version: int) -> tuple[int, frozenset[Hashable] | None]:
+        """(current version, keys changed after ``version``); None when everything may have
+        changed (a reload, or a change older than the log remembers)."""
+        with self._lock:
+            now = self.value
+            if version >= now:
+                return now, frozenset()
+            if not self._log or self._log[0][0] > version + 1:
+                return now, None
+            out: set[Hashable] = set()
+            for v, keys in reversed(self._log):
+                if v <= version:
+                    break
+                if keys is None:
+                    return now, None
+                out |= keys
+            return now, frozenset(out)
 
 
 GENERATION = Generation()

@@ -25,10 +25,11 @@ from kdns.plugins.base import GENERATION
 from kdns.plugins.http import Route
 from kdns.plugins.metrics import listen_label
 from kdns.plugins.setup_context import Overrides, SetupContext
-from kdns.server.dispatch import Dispatcher, Zone, build_chain
+from kdns.server.dispatch import Dispatcher, Zone, build_chain, cold_path
 from kdns.server.httpd import HttpEndpoint
 from kdns.server.listeners import Limits, TcpListener, UdpListener, bind_pair
 from kdns.server.metrics import ServerCollector
+from kdns.server.store import DEFAULT_MAX_BYTES
 
 log = logging.getLogger("kdns.server")
 
@@ -52,6 +53,8 @@ class ServeOptions:
     dns_port: int | None = None
     """Replaces port 53 (given or implied) in every server key, for unprivileged runs; 0 picks
     a free port."""
+    reply_store_bytes: int = DEFAULT_MAX_BYTES
+    """Budget of each listener's store of ready-made replies (``--reply-store-mb``)."""
     http: bool = True
     """Serve the plugins' HTTP endpoints (probes, metrics). A worker of ``--workers N`` does
     not: its supervisor serves them for every worker."""
@@ -211,7 +214,8 @@ class KdnsServer:
                                                not names & {"log", "acl"}, errors,
                                                any(getattr(h, "blocking", False)
                                                    for h in blk.handlers),
-                                               tuple(h.name for h in blk.handlers))
+                                               tuple(h.name for h in blk.handlers),
+                                               cold_path(blk.handlers))
         return blocks, list(by_addr.values())
 
     @staticmethod
@@ -293,10 +297,12 @@ class KdnsServer:
                 z.server_label = label
             family = 2 if ":" in lst.host else 1
             lim = lst.limits
-            lst.udp = UdpListener(udp_sock, Dispatcher(lst.zones, "udp", label, family),
+            lst.udp = UdpListener(udp_sock, Dispatcher(lst.zones, "udp", label, family,
+                                                             max_bytes=self.opts.reply_store_bytes),
                                   offload=any(z.blocking for z in lst.zones.values()),
                                   workers=lim.udp_workers, queue_size=lim.udp_queue)
-            lst.tcp = TcpListener(tcp_sock, Dispatcher(lst.zones, "tcp", label, family),
+            lst.tcp = TcpListener(tcp_sock, Dispatcher(lst.zones, "tcp", label, family,
+                                                             max_bytes=self.opts.reply_store_bytes),
                                   limits=lim)
             lst.udp.start()
             lst.tcp.start()
@@ -307,10 +313,12 @@ class KdnsServer:
                     log.info("not listening on IPv6 [::]:%d: %s", lst.port, err)
                 else:
                     offload = any(z.blocking for z in lst.zones.values())
-                    lst.v6 = (UdpListener(u6, Dispatcher(lst.zones, "udp", label, 2),
+                    lst.v6 = (UdpListener(u6, Dispatcher(lst.zones, "udp", label, 2,
+                                                         max_bytes=self.opts.reply_store_bytes),
                                           offload=offload, workers=lim.udp_workers,
                                           queue_size=lim.udp_queue),
-                              TcpListener(t6, Dispatcher(lst.zones, "tcp", label, 2),
+                              TcpListener(t6, Dispatcher(lst.zones, "tcp", label, 2,
+                                                         max_bytes=self.opts.reply_store_bytes),
                                           limits=lim))
                     for side in lst.v6:
                         side.start()

@@ -3,15 +3,18 @@
 The hot path, written down (STYLE):
 
 1. datagram in;
-2. fast path: :func:`kdns.dns.wire.fast_key` peeks the question bytes -> the stored reply for
-   that key under the current data generation -> patch ID and name case -> send. Done;
-3. miss: strict parse (FORMERR / NOTIMP / drop) -> zone by longest suffix (REFUSED when no
-   block serves it) -> plugin chain -> encode within the client's size (TC when cut) -> send,
-   and store the bytes in the fast path when the plugin that answered says the reply depends
-   only on the question and the data generation.
-
-The fast path is dropped wholesale when :data:`kdns.plugins.base.GENERATION` moves: one integer
-comparison per query keeps precomputed bytes from outliving the data they were built from.
+2. fast path: catch up with data changes when :data:`kdns.plugins.base.GENERATION` moved (one
+   integer comparison; a change evicts only the replies that depend on what it touched) ->
+   the stored reply for these exact bytes after the ID, else for :func:`kdns.dns.wire.fast_key`
+   (name lower-cased) -> patch ID (and the client's spelling of the name) -> send. Done;
+3. cold: a plain question the zone's wire answerer takes (kubernetes: Service names and every
+   NXDOMAIN/NODATA below ``svc``), when every plugin in front of it declares it passes ->
+   header + question echo + the answer's wire records -> send and store. No dnslib;
+4. miss: read the data version -> strict parse (FORMERR / NOTIMP / drop) -> zone by longest
+   suffix (REFUSED when no block serves it) -> plugin chain -> encode within the client's size
+   (TC when cut) -> send, and store the bytes (:mod:`kdns.server.store`) when the plugin that
+   answered says the reply is ``fast``, under its dependency keys, stamped with that version:
+   the store refuses it if one of those keys changed in the meantime.
 """
 
 from __future__ import annotations
@@ -24,14 +27,21 @@ from dataclasses import dataclass, field
 from dnslib import RCODE, DNSRecord
 
 from kdns.dns import wire
-from kdns.plugins.base import GENERATION, Next, Request, Response, WouldBlock, inline_only
+from kdns.plugins.base import (
+    GENERATION,
+    Next,
+    Request,
+    Response,
+    Transparent,
+    WireAnswer,
+    WireAnswerer,
+    WouldBlock,
+    inline_only,
+)
 from kdns.server.stats import Entry, Rotation, Stats, StatsKey, make_key
+from kdns.server.store import DEFAULT_MAX_BYTES, ReplyStore, stored_form
 
 log = logging.getLogger("kdns.server")
-
-FAST_PATH_MAX_ENTRIES = 200_000
-"""Bound on stored replies per listener and protocol; past it the store starts over, so random
-names cannot grow memory without limit."""
 
 
 @dataclass(slots=True)
@@ -49,6 +59,8 @@ class Zone:
     """A handler in the chain may wait on the network (it sets ``blocking = True``)."""
     plugins: tuple[str, ...] = ()
     """Directive names of the block, for ``coredns_plugin_enabled``."""
+    cold: ColdPath | None = None
+    """The block's wire answerer behind the plugins that pass (:func:`cold_path`), if any."""
 
 
 @dataclass(slots=True)
@@ -60,6 +72,41 @@ class Counters:
     formerr: int = 0
     refused: int = 0
     servfail_exceptions: int = 0
+
+
+class ColdPath:
+    """The wire answerer of a chain (:class:`~kdns.plugins.base.WireAnswerer`), taken only
+    when every plugin in front of it declares it passes the question
+    (:class:`~kdns.plugins.base.Transparent`)."""
+
+    __slots__ = ("answer", "front", "plugin")
+
+    def __init__(self, answerer: WireAnswerer, front: Sequence[Transparent]) -> None:
+        self.answer = answerer.answer_wire
+        self.front = tuple(h.passes for h in front)
+        self.plugin = answerer.name
+
+    def __call__(self, qname_lower: str, qtype: int) -> WireAnswer | None:
+        ans = self.answer(qname_lower, qtype)
+        if ans is None:
+            return None
+        for passes in self.front:
+            if not passes(qname_lower, qtype, ans.answers):
+                return None
+        return ans
+
+
+def cold_path(handlers: Sequence[object]) -> ColdPath | None:
+    """The chain's cold path, or None when a plugin in front of the first wire answerer may
+    act on its questions (and so must see them: ``log``, ``acl``, ``rewrite``...)."""
+    front: list[Transparent] = []
+    for h in handlers:
+        if isinstance(h, WireAnswerer):
+            return ColdPath(h, front)
+        if not isinstance(h, Transparent):
+            return None
+        front.append(h)
+    return None
 
 
 def end_of_chain(req: Request) -> Response:
@@ -96,11 +143,21 @@ class Dispatcher:
     """1 for an IPv4 listener, 2 for IPv6 (the ``family`` metric label)."""
     counters: Counters = field(default_factory=Counters)
     stats: Stats = field(default_factory=Stats)
-    store: dict[bytes, Entry] = field(default_factory=dict)
-    generation: int = -1
+    max_bytes: int = DEFAULT_MAX_BYTES
+    """Budget of this listener's reply store (``--reply-store-mb``)."""
+    store: ReplyStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = ReplyStore(self.stats, self.max_bytes)
 
     def route(self, qname_lower: str) -> Zone | None:
         """Longest-suffix match of the query name against the served zones."""
+        if len(self.zones) == 1:  # the usual single block: one suffix test, not one per label
+            for only in self.zones.values():
+                z = only.name
+                if z == "." or qname_lower == z or qname_lower.endswith("." + z):
+                    return only
+            return None
         name = qname_lower
         while True:
             zone = self.zones.get(name)
@@ -111,49 +168,71 @@ class Dispatcher:
             dot = name.find(".")
             name = name[dot + 1 :] or "."
 
-    def _reset(self) -> None:
-        self.stats.fold(self.store)
-        self.store = {}
-        self.generation = GENERATION.value
-
     def lookup(self, data: bytes) -> bytes | None:
         """The fast path: a stored reply for ``data``, or None on a miss.
 
         First the exact bytes after the ID: resolvers repeat their questions byte for byte,
-        and such a hit is one slice, one dict lookup and one concatenation. Only a key stored
-        from a valid plain query can match, so no header checks are needed. Otherwise the
-        name is lower-cased (:func:`wire.fast_key`) and the reply patched with the client's
-        spelling, which is then stored under these exact bytes too.
+        and such a hit is one slice, one dict lookup and one concatenation. Replies are stored
+        spelled in lower case, so another spelling (0x20) looks up the lower-cased key and
+        patches its own spelling into the reply; it adds no entry.
         """
-        if GENERATION.value != self.generation:
-            self._reset()
         store = self.store
-        entry = store.get(data[2:])
-        if entry is not None and entry.tail is not None:
-            if entry.expires and entry.expires < time.monotonic():
-                return None  # a cache replay past its second: ask the cache again
+        if GENERATION.value != store.version:
+            store.catch_up()
+        entries = store.entries
+        entry = entries.get(data[2:])
+        if entry is None or entry.tail is None:
+            k = wire.fast_key(data)
+            if k is None:
+                return None
+            entry = entries.get(k[0])
+            if entry is None or not entry.patchable or (
+                    entry.expires and entry.expires < time.monotonic()):
+                return None
             entry.hits += 1
-            return data[:2] + entry.tail
-        k = wire.fast_key(data)
-        if k is None:
-            return None
-        entry = store.get(k[0])
-        if entry is None or (entry.expires and entry.expires < time.monotonic()):
-            return None
+            reply = entry.reply
+            if isinstance(reply, Rotation):
+                reply = reply.next()
+            return wire.patch(reply, data, k[1])
+        if entry.expires and entry.expires < time.monotonic():
+            return None  # a cache replay past its second: ask the cache again
         entry.hits += 1
-        reply = entry.reply
-        if type(reply) is Rotation:
-            reply = reply.next()
-        end = k[1]
-        out: bytes = data[:2] + reply[2:12] + data[12:end] + reply[end:]  # type: ignore[index]
-        if type(entry.reply) is bytes and len(store) < FAST_PATH_MAX_ENTRIES:
-            variant = Entry(out, entry.stats, entry.expires, tally=entry.tally)
-            store[data[2:]] = variant  # this client's spelling, answered exactly next time
+        return data[:2] + entry.tail
+
+    def cold(self, data: bytes, started: float) -> bytes | None:
+        """The cold path: a question the zone's wire answerer takes (a cluster name asked for
+        the first time), answered and stored without dnslib; None: use the chain."""
+        k = wire.fast_key(data)
+        q = None if k is None else wire.peek_plain(data, k[1])
+        if q is None or k is None:
+            return None
+        qname, qtype, edns, do = q
+        zone = self.route(qname)
+        if zone is None or zone.cold is None or not zone.fast_ok:
+            return None
+        built_at = GENERATION.value  # before the answerer reads its data, as on the slow path
+        try:
+            ans = zone.cold(qname, qtype)
+        except Exception:
+            return None  # the chain answers it, and reports what went wrong
+        if ans is None:
+            return None
+        out = wire.cold_reply(data, k[1], ans.rcode, ans.answers, ans.authority, ans.records,
+                              edns, do)
+        if len(out) > wire.UDP_DEFAULT_SIZE:
+            return None  # truncation is the general path's business
+        key = make_key(zone.name, qtype, out, zone.cold.plugin, len(data), do)
+        # Its names all point at the question: one entry serves every spelling.
+        self.store.put(k[0], Entry(stored_form(out, k[0], k[1]), key, deps=ans.deps), built_at)
+        self.stats.add(key, time.perf_counter() - started)
         return out
 
     def handle(self, data: bytes, client: tuple[str, int]) -> bytes | None:
         """The slow path for one message; returns the reply bytes or None to stay silent."""
         started = time.perf_counter()
+        cold = self.cold(data, started)
+        if cold is not None:
+            return cold
         try:
             query = wire.parse_query(data)
         except wire.WireError as err:
@@ -181,6 +260,10 @@ class Dispatcher:
             return out
         req = Request(query.msg, query.qname, qname_lower, query.qtype, query.qclass, client,
                       self.proto, zone.server_label, zone.name, max_size, query.do)
+        # Read before any plugin reads its data: publishers swap data, then bump, so whatever
+        # the chain reads is at least this new, and the store refuses the reply if something
+        # it depends on changed after this version.
+        built_at = GENERATION.value
         try:
             resp = zone.chain(req)
         except WouldBlock:
@@ -201,7 +284,7 @@ class Dispatcher:
             return None
         # req.max_size, not max_size: a plugin (bufsize) may have lowered it for this query.
         out = wire.encode(self._with_opt(resp.msg, query), req.max_size)
-        if resp.fast and zone.fast_ok and resp.generation == GENERATION.value:
+        if resp.fast and zone.fast_ok:
             k = wire.fast_key(data)
             if k is not None and wire.patchable(out, data):
                 stored: bytes | Rotation = bytes(out)
@@ -211,29 +294,28 @@ class Dispatcher:
                                                     for v in resp.variants)])
                 self._store(data, k[0], stored, make_key(
                     zone.name, query.qtype, out, resp.plugin, len(data), query.do), resp.expires,
-                    resp.tally)
+                    resp.tally, deps=resp.deps, built_at=built_at)
         self._count(zone.name, query.qtype, out, resp.plugin, len(data), query.do, started)
         self._log(req, out, started)
         return out
 
     def _store(self, data: bytes, key: bytes, reply: bytes | Rotation, stats: StatsKey,
-               expires: float, tally: Hashable | None = None) -> None:
-        """Store a reply under the lower-cased key and, when the query spelled its name in
-        another case, under its exact bytes too.
+               expires: float, tally: Hashable | None = None, *,
+               deps: tuple[Hashable, ...] | None = (), built_at: int | None = None) -> None:
+        """Store a reply under the lower-cased key, spelled in lower case (one entry whatever
+        the client's case), built from ``deps`` at data version ``built_at``.
 
-        The reply repeats this query's spelling. Under the lower-cased key it must only be
-        patched (a later query may spell the name otherwise), never replayed as is; under the
-        exact bytes it may be replayed as is.
-        """
-        if self.generation != GENERATION.value or len(self.store) >= FAST_PATH_MAX_ENTRIES:
-            self._reset()  # random names must not grow the store without bound
-        exact = bytes(data[2:])
-        key = bytes(key)
-        if key == exact:
-            self.store[key] = Entry(reply, stats, expires, tally=tally)
-        else:
-            self.store[key] = Entry(reply, stats, expires, exact=False, tally=tally)
-            self.store[exact] = Entry(reply, stats, expires, tally=tally)
+        A reply that spells the name out in its records (an SRV target in the query's
+        spelling of the zone) fits that spelling only: it is stored when that spelling is
+        the lower-case one, for exact hits only, and not at all otherwise."""
+        end = data.find(0, 12)
+        stored = stored_form(reply, key, end)
+        spelled = any(wire.spells_name(r, end) for r in (
+            stored.replies if isinstance(stored, Rotation) else (stored,)))
+        if spelled and data[12:end] != key[10 : end - 2]:
+            return
+        entry = Entry(stored, stats, expires, tally=tally, deps=deps, patchable=not spelled)
+        self.store.put(bytes(key), entry, built_at)
 
     def _count(self, zone: str, qtype: int, out: bytes, plugin: str, req_size: int, do: bool,
                started: float) -> None:

@@ -71,7 +71,7 @@ class ServerCollector(Collector):
         panics = 0
         replays: dict[Any, int] = {}
         for d in self._dispatchers():
-            snap: Stats = d.stats.snapshot(d.store)
+            snap: Stats = d.stats.snapshot(d.store.entries.values())
             panics += snap.panics
             for token, n in snap.replays.items():
                 replays[token] = replays.get(token, 0) + n

@@ -2,7 +2,7 @@
 
 Every reply is described by a :data:`StatsKey` (zone, qtype label, rcode, plugin, request and
 response size, DO bit). A fast-path entry carries its key and a hit counter; when the fast path
-is cleared the hits are folded into :class:`Stats` aggregates. Slow-path replies are added to the
+is dropped its hits are folded into :class:`Stats` aggregates. Slow-path replies are added to the
 aggregates directly, with their measured duration. The Prometheus collector
 (``kdns.server.metrics``) reads aggregates plus live entries at scrape time, so the packet path
 never touches a Prometheus object.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 from dnslib import QTYPE, RCODE
@@ -34,8 +34,19 @@ StatsKey = tuple[str, str, str, str, int, int, bool]
 """(zone, type label, rcode name, plugin, request size, response size, DO bit)."""
 
 
+_TYPE_LABELS: dict[int, str] = {}
+_RCODE_LABELS: dict[int, str] = {}
+
+
 def type_label(qtype: int) -> str:
     """CoreDNS's ``type`` label: the well-known types by name, anything else ``other``."""
+    label = _TYPE_LABELS.get(qtype)
+    if label is None:
+        label = _TYPE_LABELS[qtype] = _type_label(qtype)  # at most 65536 small strings
+    return label
+
+
+def _type_label(qtype: int) -> str:
     try:
         name = str(QTYPE[qtype])
     except Exception:
@@ -44,6 +55,13 @@ def type_label(qtype: int) -> str:
 
 
 def rcode_label(rcode: int) -> str:
+    label = _RCODE_LABELS.get(rcode)
+    if label is None:
+        label = _RCODE_LABELS[rcode] = _rcode_label(rcode)
+    return label
+
+
+def _rcode_label(rcode: int) -> str:
     try:
         return str(RCODE[rcode])
     except Exception:
@@ -72,22 +90,32 @@ class Rotation:
 
 
 class Entry:
-    """One stored fast-path reply: the bytes (or a rotation of them) and its hit count."""
+    """One stored fast-path reply: the bytes (or a rotation of them), what they were built
+    from, and the hit count."""
 
-    __slots__ = ("expires", "hits", "reply", "stats", "tail", "tally")
+    __slots__ = ("deps", "expires", "hits", "patchable", "reply", "size", "stats", "tail",
+                 "tally")
 
     def __init__(self, reply: bytes | Rotation, stats: StatsKey, expires: float = 0.0, *,
-                 exact: bool = True, tally: Hashable | None = None) -> None:
+                 exact: bool = True, tally: Hashable | None = None,
+                 deps: tuple[Hashable, ...] | None = None, size: int = 0,
+                 patchable: bool = True) -> None:
         self.reply = reply
         self.stats = stats
         self.tally = tally
         """The producing plugin's token for its replays (``Response.tally``), or None."""
+        self.deps = deps
+        """The dependency keys the reply was built from (``Response.deps``)."""
+        self.patchable = patchable
+        """Other spellings of the name may be patched in (False: exact hits only)."""
+        self.size = size
+        """Bytes charged to the store's budget for this entry."""
         self.hits = 0
         self.expires = expires
-        """time.monotonic() after which this reply is stale (0: never, within a generation)."""
+        """time.monotonic() after which this reply is stale (0: only when its data changes)."""
         self.tail: bytes | None = reply[2:] if exact and type(reply) is bytes else None
         """Everything after the ID, for the exact-bytes hit: set only for a single reply
-        built for exactly these bytes (the hit still checks ``expires``)."""
+        spelled exactly as its key (the hit still checks ``expires``)."""
 
 
 @dataclass(slots=True)
@@ -116,10 +144,10 @@ class Stats:
             d.buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
             d.total += seconds
 
-    def fold(self, entries: dict[bytes, Entry]) -> None:
+    def fold(self, entries: Iterable[Entry]) -> None:
         """Move the hits of entries about to be dropped into the aggregates."""
         with self.lock:
-            for e in entries.values():
+            for e in entries:
                 if e.hits:
                     self._add_hits(e.stats, e.hits)
                     if e.tally is not None:
@@ -133,7 +161,7 @@ class Stats:
         d.buckets[0] += hits
         d.total += hits * FAST_PATH_SECONDS
 
-    def snapshot(self, entries: dict[bytes, Entry]) -> Stats:
+    def snapshot(self, entries: Iterable[Entry]) -> Stats:
         """Aggregates plus the live entries' hits, as a new Stats (for a scrape)."""
         out = Stats()
         with self.lock:
@@ -142,7 +170,7 @@ class Stats:
                              for k, v in self.durations.items()}
             out.panics = self.panics
             out.replays = dict(self.replays)
-        for e in list(entries.values()):
+        for e in list(entries):
             if e.hits:
                 out._add_hits(e.stats, e.hits)
                 if e.tally is not None:

@@ -160,6 +160,8 @@ def test_bad_cli_arguments_are_usage_errors() -> None:
     runner = CliRunner()
     assert runner.invoke(main, ["serve", "--dns-port", "70000"]).exit_code == 2
     assert runner.invoke(main, ["serve", "--dns-addr", "not-an-ip"]).exit_code == 2
+    r = runner.invoke(main, ["serve", "--reply-store-mb", "0"])
+    assert r.exit_code == 2 and "--reply-store-mb" in r.output
     assert runner.invoke(main, ["resolve", "kubia", "--ndots", "99"]).exit_code == 2
     r = runner.invoke(main, ["resolve", "kubia", "--type", "BOGUS", "--conf",
                              str(DEMO / "Corefile")])

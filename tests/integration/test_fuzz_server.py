@@ -130,15 +130,16 @@ def test_any_for_a_name_that_is_not_a_hostname_is_answered(any_dispatcher: Dispa
 
 
 def test_any_answers_do_not_grow_the_store_without_bound(
-        any_dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch) -> None:
+        any_dispatcher: Dispatcher) -> None:
     """Regression: stored ANY answers skipped the store's size bound, so random names grew
     memory without limit."""
     dispatcher = any_dispatcher
-    monkeypatch.setattr("kdns.server.dispatch.FAST_PATH_MAX_ENTRIES", 50)
+    dispatcher.store.max_bytes = 50 * 400
     for i in range(200):
         q = dns.message.make_query(f"n{i}.example.com.", "ANY", use_edns=0)
         check_reply(q.to_wire(), dispatcher.serve(q.to_wire(), CLIENT))
-        assert len(dispatcher.store) <= 50
+        assert dispatcher.store.bytes <= 50 * 400
+    assert 20 <= len(dispatcher.store) <= 50
 
 
 @pytest.fixture(scope="module")

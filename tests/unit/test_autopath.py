@@ -23,7 +23,6 @@ from kdns.plugins.kubernetes import setup as ksetup
 from kdns.plugins.setup_context import SetupContext
 
 README = Path(__file__).resolve().parents[2] / "kdns" / "plugins" / "autopath" / "README.md"
-GEN = 7
 
 
 @pytest.fixture(autouse=True)
@@ -216,7 +215,7 @@ class Chain:
                 if rr.rtype == req.qtype or rr.rtype == QTYPE.CNAME:
                     reply.add_answer(rr)
         self.replies.append(reply)
-        return Response(reply, "kubernetes", fast=name not in self.slow, generation=GEN)
+        return Response(reply, "kubernetes", fast=name not in self.slow, deps=(("name", name),))
 
 
 def request(qname: str, client: str = "10.244.1.5", qtype: str = "A") -> Request:
@@ -278,7 +277,8 @@ def test_an_existing_name_is_returned_unchanged_and_stays_fast() -> None:
     h, chain = kube_handler(), Chain(TABLE)
     resp = h.serve(request("db.shop.svc.cluster.local"), chain)
     assert chain.asked == ["db.shop.svc.cluster.local."]
-    assert resp.msg is chain.replies[0] and resp.fast and resp.generation == GEN
+    assert resp.msg is chain.replies[0] and resp.fast
+    assert resp.deps == (("name", "db.shop.svc.cluster.local."),)
     assert h.success_total == {}
 
 
@@ -457,8 +457,10 @@ def test_resolv_conf_mode_is_client_independent() -> None:
                            client="10.9.9.9"), chain)
     assert answers(resp.msg)[0] == ("db.shop.svc.cluster.local.shop.svc.cluster.local.",
                                     "CNAME", "db.shop.svc.cluster.local.")
-    # Found through fast replies of one generation only: the composed reply may be stored.
-    assert resp.fast and resp.generation == GEN
+    # Found through fast replies only: the composed reply may be stored, and depends on every
+    # name the walk consulted.
+    assert resp.fast and resp.deps == tuple(("name", n) for n in chain.asked)
+    assert len(chain.asked) == 3
     miss = h.serve(request("nothing.shop.svc.cluster.local"), Chain(TABLE))
     assert miss.msg.header.rcode == RCODE.NXDOMAIN and miss.fast
     via_upstream = h.serve(request("example.com.shop.svc.cluster.local"),

@@ -144,7 +144,7 @@ def test_lookup_cases(tmp_path: Path, case: Case) -> None:
     else:
         assert [QTYPE[rr.rtype] for rr in m.auth] == list(case.authority)
     assert _lines(m.ar) == list(case.additional)
-    assert r.fast and r.generation == GENERATION.value
+    assert r.fast and r.deps == (("file", id(h), "example.org."),)
 
 
 def test_negative_soa_ttl_is_min_of_ttl_and_minimum(tmp_path: Path) -> None:

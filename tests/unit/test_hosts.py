@@ -198,11 +198,11 @@ def test_ttl_option_applies_to_every_record(tmp_path: Path) -> None:
     assert h.serve(_req("10.2.0.192.in-addr.arpa.", "PTR"), nxt).msg.rr[0].ttl == 60
 
 
-def test_answers_are_fast_under_the_current_generation(tmp_path: Path) -> None:
+def test_answers_are_fast_and_depend_on_the_hosts_data(tmp_path: Path) -> None:
     h = _handler(tmp_path, args="hosts hosts")
     for req in (_req("db.example.com."), _req("nope.example.com."), _req("db.example.com.", "MX")):
         r = h.serve(req, Next())
-        assert r.fast and r.generation == GENERATION.value
+        assert r.fast and r.deps == h.deps
 
 
 def test_counters(tmp_path: Path) -> None:
@@ -336,6 +336,7 @@ def test_reload_picks_up_changes_and_bumps_generation(tmp_path: Path,
             assert _poll(lambda: _rdata(h.serve(_req("new.example.com."), Next())) == ["192.0.2.77"])
         assert _rdata(h.serve(_req("db.example.com."), Next())) == ["192.0.2.77"]
         assert GENERATION.value > before and h.reload_timestamp >= stamp
+        assert GENERATION.since(before)[1] == frozenset(h.deps)  # only this data changed
         assert h.entries == 2
         assert _poll(lambda: "reloaded" in caplog.text)
     finally:

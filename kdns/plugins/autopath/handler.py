@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dnslib import CNAME, QTYPE, RCODE, RR, DNSHeader, DNSQuestion, DNSRecord
@@ -183,23 +183,28 @@ class AutopathHandler:
             with self._lock:
                 self.success_total[req.server] = self.success_total.get(req.server, 0) + 1
             log.debug("autopath %s -> %s", req.qname, candidate)
-            fast, generation = self._fastness(consulted, kube_zone)
+            fast, deps = self._fastness(consulted, kube_zone)
             return Response(_cnamed(req, resp.msg), self.name, fast=fast,
-                            generation=generation, expires=_soonest(consulted))
-        fast, generation = self._fastness(consulted, kube_zone)
+                            deps=deps, expires=_soonest(consulted))
+        fast, deps = self._fastness(consulted, kube_zone)
         return Response(first_resp.msg, first_resp.plugin, fast=fast and not failed,
-                        generation=generation, variants=first_resp.variants,
+                        deps=deps, variants=first_resp.variants,
                         expires=_soonest(consulted))
 
     @staticmethod
-    def _fastness(consulted: list[Response], kube_zone: str | None) -> tuple[bool, int]:
+    def _fastness(consulted: list[Response], kube_zone: str | None
+                  ) -> tuple[bool, tuple[Hashable, ...] | None]:
         """With ``@kubernetes`` the walk depends on the client: never fast. With a fixed
         search list it depends only on the replies it consulted: fast when all of them were,
-        from one data generation."""
-        generations = {r.generation for r in consulted}
-        if kube_zone is not None or len(generations) != 1:
-            return False, -1
-        return all(r.fast for r in consulted), generations.pop()
+        and then on everything each of them depended on."""
+        if kube_zone is not None or not all(r.fast for r in consulted):
+            return False, None
+        deps: list[Hashable] = []
+        for r in consulted:
+            if r.deps is None:
+                return True, None
+            deps.extend(r.deps)
+        return True, tuple(dict.fromkeys(deps))
 
     # -- metrics -------------------------------------------------------------------------------
 

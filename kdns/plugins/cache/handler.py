@@ -58,7 +58,7 @@ from dnslib import QTYPE, RCODE, RR, DNSHeader, DNSRecord
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from kdns.config.zones import in_zone
-from kdns.plugins.base import GENERATION, Next, Request, Response, WouldBlock
+from kdns.plugins.base import Next, Request, Response, WouldBlock
 from kdns.plugins.cache.setup import DENIAL, NAME, SUCCESS, CacheConfig
 from kdns.plugins.metrics import VIEW, server_label
 from kdns.plugins.setup_context import SetupContext
@@ -229,6 +229,15 @@ class CacheHandler:
         zones: tuple[str, ...] = getattr(k8s, "zones", ())
         return bool(zones) and under(name, zones)
 
+    def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
+        """Names the cache does not act for (outside its zones, or the kubernetes plugin's)
+        go by it untouched and uncounted."""
+        k8s = self._shared.get("kubernetes")
+        for zone in getattr(k8s, "zones", ()):  # the cold path's names: decided at once
+            if qname_lower.endswith(zone) and in_zone(qname_lower, zone):
+                return True
+        return self.bypass(qname_lower)
+
     def serve(self, req: Request, nxt: Next) -> Response:
         name = req.qname_lower
         if self.bypass(name):
@@ -282,7 +291,7 @@ class CacheHandler:
         # The reply only changes when its TTL ticks down a second, so the server may replay its
         # bytes for up to a second (FAST_REPLAY) instead of asking the cache for every query.
         return Response(self._reply(entry, req, entry.ttl if self.cfg.keepttl else remaining), NAME,
-                        fast=True, generation=GENERATION.value,
+                        fast=True, deps=(),
                         expires=time.monotonic() + FAST_REPLAY,
                         tally=self.replay_tokens[entry.kind])
 

@@ -43,6 +43,10 @@ class ErrorsHandler:
         self._counts: dict[int, int] = {}
         self._since: dict[int, float] = {}
 
+    def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
+        # serve() only reports what raises; a wire answer that raises is retried by the chain.
+        return True
+
     def serve(self, req: Request, nxt: Next) -> Response:
         try:
             return nxt(req)

@@ -236,9 +236,6 @@ class FileHandler:
         origin = self.zone_of(req.qname_lower)
         if origin is None or req.qclass != CLASS.IN:
             return nxt(req)
-        # Generation before data: a reload swaps the zone *then* bumps, so an answer built from
-        # the old zone can only be stored under a generation that is already stale.
-        generation = GENERATION.value
         zone = self._zones[origin].zone
         if req.qtype in (QTYPE.AXFR, QTYPE.IXFR):
             ans = Answer(RCODE.REFUSED, aa=False)
@@ -250,7 +247,7 @@ class FileHandler:
         if ans.external is not None:
             self._chase(req, ans.external, reply, nxt)
             return Response(reply, self.name)
-        return Response(reply, self.name, fast=True, generation=generation)
+        return Response(reply, self.name, fast=True, deps=(("file", id(self), origin),))
 
     @staticmethod
     def _reply(req: Request, ans: Answer) -> DNSRecord:
@@ -301,7 +298,8 @@ class FileHandler:
                 log.info("file: reloaded zone %s from %s with SOA serial %d (was %d)",
                          loaded.origin, path, zone.serial, old.serial)
             if changed:
-                GENERATION.bump()
+                # After the swap (see Generation): evicts only the changed zones' replies.
+                GENERATION.bump(("file", id(self), origin) for origin in changed)
                 self.reload_timestamp = self._clock()
         return changed
 

@@ -22,6 +22,9 @@ class HealthHandler:
         self.lameduck = lameduck
         self.routes = (Route(addr, "/health", lambda: (200, "text/plain", b"OK")),)
 
+    def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
+        return True  # serve() hands every question on and returns the reply as is
+
     def serve(self, req: Request, nxt: Next) -> Response:
         return nxt(req)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 from dnslib import AAAA, CLASS, PTR, QTYPE, RCODE, RR, A, DNSHeader, DNSRecord
@@ -56,6 +56,8 @@ class HostsHandler:
         """``coredns_hosts_entries``: read by the metrics collector at scrape time."""
         self.reload_timestamp = 0.0
         """``coredns_hosts_reload_timestamp_seconds``: when the data was last (re)built."""
+        self.deps: tuple[Hashable, ...] = (("hosts", id(self)),)
+        """What every reply of this handler depends on: its data, bumped on a reload."""
         self.reload()
 
     # -- serving ----------------------------------------------------------------------------
@@ -63,16 +65,13 @@ class HostsHandler:
     def serve(self, req: Request, nxt: Next) -> Response:
         if req.qclass != CLASS.IN:
             return nxt(req)
-        # Generation before data: a reload swaps data *then* bumps, so an answer built from old
-        # data can only be stored under a generation that is already stale.
-        generation = GENERATION.value
         data = self.data
         qname, qtype, cfg = req.qname_lower, req.qtype, self.cfg
         if qtype == QTYPE.PTR:
             names = data.ptr.get(qname)
             if not names:
                 return nxt(req)
-            return self._reply(req, generation, [
+            return self._reply(req, [
                 RR(req.qname, QTYPE.PTR, ttl=cfg.ttl, rdata=PTR(n)) for n in names])
         if not cfg.covers(qname):
             return nxt(req)
@@ -80,7 +79,7 @@ class HostsHandler:
         if found is None:
             if cfg.fallthrough_covers(qname):
                 return nxt(req)
-            return self._reply(req, generation, [], rcode=RCODE.NXDOMAIN)
+            return self._reply(req, [], rcode=RCODE.NXDOMAIN)
         v4, v6 = found
         if qtype == QTYPE.A:
             rrs = [RR(req.qname, QTYPE.A, ttl=cfg.ttl, rdata=A(ip)) for ip in v4]
@@ -90,16 +89,16 @@ class HostsHandler:
             if cfg.fallthrough_unsupported and cfg.fallthrough_covers(qname):
                 return nxt(req)
             rrs = []
-        return self._reply(req, generation, rrs)
+        return self._reply(req, rrs)
 
-    def _reply(self, req: Request, generation: int, answer: list[RR],
+    def _reply(self, req: Request, answer: list[RR],
                rcode: int = RCODE.NOERROR) -> Response:
         h = req.msg.header
         header = DNSHeader(id=h.id, qr=1, opcode=h.opcode, aa=1, rd=h.rd, ra=1, rcode=rcode)
         header.cd = h.cd
         reply = DNSRecord(header, q=req.msg.questions[0])
         reply.rr.extend(answer)
-        return Response(reply, self.name, fast=True, generation=generation)
+        return Response(reply, self.name, fast=True, deps=self.deps)
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -129,7 +128,7 @@ class HostsHandler:
             self._stat = key
             data = build_data((*self._file_entries, *self.cfg.inline), reverse=self.cfg.reverse)
             self.data = data
-            GENERATION.bump()
+            GENERATION.bump(self.deps)  # after the swap: see Generation
             self.entries = data.entries
             self.reload_timestamp = self._clock()
             if first:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from dataclasses import dataclass
+from collections.abc import Hashable
+from dataclasses import dataclass, replace
 
 from dnslib import AAAA, CNAME, NS, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, A
 
 from kdns.config.zones import in_zone
 from kdns.k8s.objects import Port
+from kdns.plugins.kubernetes import deps as dep
 from kdns.plugins.kubernetes.setup import KubernetesConfig, is_reverse
 from kdns.plugins.kubernetes.view import SvcEntry, View, reverse_ip
 
@@ -47,12 +49,15 @@ class Answer:
     chase: str | None = None
     """An ExternalName target outside the plugin's zones that the handler may resolve through
     the rest of the chain (CoreDNS's upstream lookup), so stub resolvers get the address too."""
+    deps: tuple[Hashable, ...] = ()
+    """What in the view the answer was read from (:mod:`kdns.plugins.kubernetes.deps` keys):
+    a stored copy stays valid until the view builder reports a change of one of them."""
 
 
 class _Q:
     """One question, with what every rule needs."""
 
-    __slots__ = ("cfg", "qname", "qtype", "ttl", "view", "zone", "zone_spelled")
+    __slots__ = ("cfg", "deps", "qname", "qtype", "ttl", "view", "zone", "zone_spelled")
 
     def __init__(self, qname: str, qtype: int, view: View, cfg: KubernetesConfig,
                  zone: str) -> None:
@@ -63,6 +68,8 @@ class _Q:
         self.zone = zone
         self.zone_spelled = zone if zone == "." else qname[len(qname) - len(zone):]
         self.ttl = cfg.ttl
+        self.deps: list[Hashable] = []
+        """Keys of what this answer read from the view, in reading order."""
 
     def below(self, name: str) -> str:
         """``name`` joined to the zone as the query spelled it."""
@@ -97,13 +104,21 @@ def _family(qtype: int) -> str | None:
     return "." if qtype == _A else ":" if qtype == _AAAA else None
 
 
-def answer(qname: str, qtype: int, view: View, cfg: KubernetesConfig, zone: str,
-           *, _depth: int = 0) -> Answer:
+def answer(qname: str, qtype: int, view: View, cfg: KubernetesConfig, zone: str) -> Answer:
     """The reply to ``qname``/``qtype`` for a name in ``zone`` (lower case, trailing dot),
-    one of the plugin's zones. ``qname`` is as sent, with a trailing dot."""
+    one of the plugin's zones. ``qname`` is as sent, with a trailing dot. ``deps`` lists
+    what the answer read from the view."""
+    deps: list[Hashable] = []
+    ans = _answer(qname, qtype, view, cfg, zone, deps, 0)
+    return replace(ans, deps=tuple(dict.fromkeys(deps))) if deps else ans
+
+
+def _answer(qname: str, qtype: int, view: View, cfg: KubernetesConfig, zone: str,
+            deps: list[Hashable], _depth: int) -> Answer:
     if qtype in _TRANSFERS:
         return Answer(RCODE.REFUSED, aa=False)  # zone transfers belong to the transfer plugin
     q = _Q(qname, qtype, view, cfg, zone)
+    q.deps = deps
     rel = "" if len(qname) <= len(zone) else qname[: len(qname) - len(zone)].rstrip(".")
     if zone == ".":
         rel = qname.rstrip(".")
@@ -136,6 +151,10 @@ def answer(qname: str, qtype: int, view: View, cfg: KubernetesConfig, zone: str,
 
 def _apex(q: _Q) -> Answer:
     if q.qtype == _SOA:
+        # Only the apex SOA answer follows the serial; the SOA in a negative answer's
+        # authority section keeps the serial it was built with (as a downstream negative
+        # cache would), so churn does not evict every stored NXDOMAIN.
+        q.deps.append(dep.SERIAL)
         soa = q.soa()
         return q.positive([RR(q.qname, _SOA, ttl=soa.ttl, rdata=soa.rdata)])
     if q.qtype == _NS:
@@ -152,11 +171,17 @@ def ptr_targets(view: View, cfg: KubernetesConfig, ip: str) -> list[str]:
     """PTR targets for ``ip`` under the primary zone: the Service name for a ClusterIP (which
     wins, as in CoreDNS), else ``<endpoint>.<svc>.<ns>.svc`` for each endpoint with it.
     Hidden namespaces have no reverse names either."""
+    return _ptr_targets(view, cfg, ip, [])
+
+
+def _ptr_targets(view: View, cfg: KubernetesConfig, ip: str, deps: list[Hashable]) -> list[str]:
     zone = cfg.primary_zone
     cluster: list[str] = []
     endpoints: list[str] = []
+    deps.append(dep.ip(ip))
     for entry in view.ptr_services(ip):
         svc = entry.service
+        deps.append(dep.namespace(svc.namespace))
         if not view.namespace_exists(svc.namespace):
             continue
         base = f"{svc.name}.{svc.namespace}.svc.{zone}"
@@ -173,7 +198,7 @@ def _reverse(q: _Q) -> Answer:
     ip = reverse_ip(q.qname)
     if ip is None:
         return q.nxdomain()  # partial reverse names are not ours to claim (fallthrough)
-    targets = ptr_targets(q.view, q.cfg, ip)
+    targets = _ptr_targets(q.view, q.cfg, ip, q.deps)
     if not targets:
         return q.nxdomain()
     if q.qtype != _PTR:
@@ -197,6 +222,7 @@ def pod_ip(label: str) -> str | None:
 
 def _pod(q: _Q, labels: list[str]) -> Answer:
     ns = labels[-1]
+    q.deps.append(dep.namespace(ns))
     if not q.view.namespace_exists(ns):
         return q.nxdomain()
     if len(labels) == 1:
@@ -206,6 +232,8 @@ def _pod(q: _Q, labels: list[str]) -> Answer:
     ip = pod_ip(labels[0])
     if ip is None:
         return q.nxdomain()
+    if q.cfg.pods == "verified":
+        q.deps.append(dep.pod(ip))
     if q.cfg.pods == "verified" and not q.view.pod_in_namespace(ip, ns):
         return q.nxdomain()
     fam = _family(q.qtype)
@@ -235,12 +263,14 @@ def _srv_weight(n: int) -> int:
 
 def _svc(q: _Q, labels: list[str], depth: int) -> Answer:
     ns = labels[-1]
+    q.deps.append(dep.namespace(ns))
     if not q.view.namespace_exists(ns):
         return q.nxdomain()
     if len(labels) == 1:
         return q.nodata()  # <ns>.svc.<zone>: an empty non-terminal
     if len(labels) > 4:
         return q.nxdomain()  # three or more labels left of <svc>.<ns>.svc (no zonal names)
+    q.deps.append(dep.service(ns, labels[-2]))
     entry = q.view.service(ns, labels[-2])
     if entry is None:
         return q.nxdomain()
@@ -318,7 +348,7 @@ def _external(q: _Q, entry: SvcEntry, depth: int) -> Answer:
     if inner is None:
         return Answer(RCODE.NOERROR, tuple(records), chase=fqdn)
     if depth < MAX_CHASE:
-        more = answer(fqdn, q.qtype, q.view, q.cfg, inner, _depth=depth + 1)
+        more = _answer(fqdn, q.qtype, q.view, q.cfg, inner, q.deps, depth + 1)
         records.extend(more.answer)
         return Answer(RCODE.NOERROR, tuple(records), (), more.additional, chase=more.chase)
     return q.positive(records)

@@ -19,10 +19,11 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from kdns.config.zones import longest_zone
 from kdns.k8s.source import ResourceSpec, Sink, Source, SourceFactory
 from kdns.plugins.answering import authoritative_reply, chase
-from kdns.plugins.base import Next, Request, Response
+from kdns.plugins.base import Next, Request, Response, WireAnswer, with_deps
 from kdns.plugins.kubernetes.answer import Answer, answer
-from kdns.plugins.kubernetes.setup import KubernetesConfig
+from kdns.plugins.kubernetes.setup import KubernetesConfig, is_reverse
 from kdns.plugins.kubernetes.view import PROGRAMMING_BUCKETS, View, ViewBuilder
+from kdns.plugins.kubernetes.wire_answer import answer_wire
 from kdns.plugins.metrics import buckets
 from kdns.plugins.setup_context import SetupContext
 
@@ -85,6 +86,8 @@ class KubernetesHandler:
         self._source: Source | None = None
         # Longest zone first, so cluster.local beats a configured parent zone.
         self._by_length = sorted(cfg.zones, key=len, reverse=True)
+        self._forward = frozenset(z for z in cfg.zones if z != "." and not is_reverse(z))
+        """Zones whose names :meth:`answer_wire` may take (not the root, not reverse zones)."""
 
     # -- what other plugins and the server read ---------------------------------------------
 
@@ -118,7 +121,8 @@ class KubernetesHandler:
             # CoreDNS order: fallthrough first, then "not synced yet" turns NXDOMAIN into
             # SERVFAIL so clients retry instead of caching a negative answer.
             if self.cfg.fallthrough_covers(req.qname_lower):
-                return nxt(req)
+                # What the rest of the chain says holds only while the name stays absent here.
+                return with_deps(nxt(req), ans.deps)
             if not view.synced:
                 ans = Answer(RCODE.SERVFAIL, authority=ans.authority)
         reply = self._reply(req, ans)
@@ -127,7 +131,15 @@ class KubernetesHandler:
             self._chase(req, ans.chase or "", reply, nxt)
         # The reply depends only on the question and this view unless it carries upstream data.
         fast = view.synced and not chased and ans.rcode != RCODE.SERVFAIL
-        return Response(reply, self.name, fast=fast, generation=view.generation)
+        return Response(reply, self.name, fast=fast, deps=ans.deps)
+
+    def answer_wire(self, qname_lower: str, qtype: int) -> WireAnswer | None:
+        """The cold path (:class:`~kdns.plugins.base.WireAnswerer`): what :meth:`serve` says
+        for a class IN question, in wire form, or None when it is not one of those shapes."""
+        zone = self.zone_of(qname_lower)
+        if zone is None or zone not in self._forward:
+            return None
+        return answer_wire(qname_lower, qtype, self._builder.view, self.cfg, zone)
 
     @staticmethod
     def _reply(req: Request, ans: Answer) -> DNSRecord:

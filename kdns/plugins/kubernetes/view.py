@@ -15,6 +15,10 @@ expensive), and nothing is published while a kind is between ``begin_list`` and 
 a relist is seen all at once. The first publish happens when every watched kind has finished
 its first list: that is "synced".
 
+Every publish is followed by ``GENERATION.bump(keys)`` naming what it changed (the Services,
+namespaces, reverse IPs and pod IPs of :mod:`kdns.plugins.kubernetes.deps`), after the swap, so
+the server evicts only the stored replies read from those; the first publish names everything.
+
 Memory: an entry is the slim Service plus one small tuple per EndpointSlice; addresses and names
 are the interned strings the parser made, shared by every index (reference §5 P9).
 """
@@ -32,6 +36,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from kdns.k8s.objects import EndpointSlice, Namespace, Pod, Port, Service
 from kdns.k8s.source import RESOURCES, Key
 from kdns.plugins.base import GENERATION
+from kdns.plugins.kubernetes import deps as dep
 
 log = logging.getLogger("kdns.kubernetes")
 
@@ -181,6 +186,8 @@ class View:
         self.synced = synced
         self.stale = stale
         self.generation = generation
+        """The data version of this view's publish (set by the builder right after the swap;
+        informational: stored replies are stamped by the server, not from this)."""
 
     @classmethod
     def empty(cls) -> View:
@@ -301,6 +308,8 @@ class ViewBuilder:
         self._ip_pods: dict[str, Key | tuple[Key, ...]] = {}
         self._pod_ns: Shards[str, _PodNsVal] = Shards()
 
+        self._keys: set[Hashable] = set()
+        """Dependency keys changed since the last publish (:mod:`kdns.plugins.kubernetes.deps`)."""
         self._dirty: set[str] = set()
         """What changed since the last publish (only "namespaces" is copied on publish)."""
         self._listing: set[str] = set()
@@ -350,6 +359,7 @@ class ViewBuilder:
                 gone = {n for n in self._namespaces if ("", n) not in seen}
                 if gone:
                     self._namespaces -= gone
+                    self._keys.update(dep.namespace(n) for n in gone)
                     self._changed("namespaces")
             elif kind == "pods":
                 for key in [k for k in self._pods if k not in seen]:
@@ -384,6 +394,7 @@ class ViewBuilder:
             elif kind == "namespaces":
                 if key[1] in self._namespaces:
                     self._namespaces.discard(key[1])
+                    self._keys.add(dep.namespace(key[1]))
                     self._changed("namespaces")
             elif kind == "pods":
                 self._set_pod(key, ())
@@ -547,6 +558,10 @@ class ViewBuilder:
 
     def _reindex(self, key: Key, old: SvcEntry | None, new: SvcEntry | None) -> None:
         before, after = _entry_ips(old), _entry_ips(new)
+        # The Service's own names, and the reverse names of every address it had or has
+        # (an endpoint's label may change while its address stays).
+        self._keys.add(dep.service(key[0], key[1]))
+        self._keys.update(dep.ip(ip) for ip in before | after)
         if before == after:
             return
         rev = self._reverse
@@ -577,6 +592,7 @@ class ViewBuilder:
         if not self._exposed(ns.name) or ns.name in self._namespaces:
             return
         self._namespaces.add(ns.name)
+        self._keys.add(dep.namespace(ns.name))
         self._changed("namespaces")
 
     def _upsert_pod(self, pod: Pod) -> None:
@@ -592,6 +608,7 @@ class ViewBuilder:
             self._pods[key] = ips
         else:
             self._pods.pop(key, None)
+        self._keys.update(dep.pod(ip) for ip in {*old, *ips})
         for ip in set(old) - set(ips):
             val = self._ip_pods.get(ip)
             if val is None:
@@ -645,9 +662,14 @@ class ViewBuilder:
             serial=self._modified,
             synced=True,
             stale=bool(self._stale),
-            generation=GENERATION.bump(),
+            generation=-1,
         )
         self._view = view  # the one reference swap readers see
+        # Then name what changed (after the swap: a reply stamped with the version before this
+        # bump may have read the old view, and the server refuses or evicts it).
+        self._keys.add(dep.SERIAL)
+        view.generation = GENERATION.bump(None if first else self._keys)
+        self._keys = set()
         self._dirty = set()
         self._pending = False
         self.publishes += 1

@@ -84,6 +84,9 @@ class LoopHandler:
 
     # -- serving -------------------------------------------------------------------------------
 
+    def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
+        return self.off or qtype != QTYPE.HINFO or qname_lower != self.qname
+
     def serve(self, req: Request, nxt: Next) -> Response:
         if self.off or req.qtype != QTYPE.HINFO or req.qname_lower != self.qname:
             return nxt(req)

@@ -46,6 +46,9 @@ class ReloadHandler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
+        return True  # serve() hands every question on and returns the reply as is
+
     def serve(self, req: Request, nxt: Next) -> Response:
         return nxt(req)
 

@@ -1,0 +1,107 @@
+"""The kubernetes answers the server can send without dnslib: Service names, A/AAAA and NODATA,
+and every NXDOMAIN / NODATA below ``svc``, as wire bytes.
+
+This module owns the cold path of the cluster zone: a name asked for the first time (a new
+Service, a search-list candidate that does not exist, a random subdomain) is answered here in a
+few microseconds instead of going through dnslib and the chain. It is a pure function of
+(question, view, config, zone) like :func:`kdns.plugins.kubernetes.answer.answer`, and must say
+exactly what that function says; anything else (SRV, endpoint and pod names, reverse names,
+ExternalName, the apex, fallthrough, an unsynced view) returns None and takes the general path.
+``tests/unit/test_kubernetes_wire.py`` compares both, byte for byte, over a table of questions.
+
+Names are compressed as dnslib compresses them: owners point at the question (offset 12), the
+SOA's names at the zone's place in the question, so the client's spelling is echoed.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Hashable
+
+from dnslib import QTYPE, RCODE
+
+from kdns.plugins.base import WireAnswer
+from kdns.plugins.kubernetes.answer import SOA_EXPIRE, SOA_REFRESH, SOA_RETRY
+from kdns.plugins.kubernetes.setup import KubernetesConfig
+from kdns.plugins.kubernetes.view import View
+
+_A, _AAAA, _SRV = QTYPE.A, QTYPE.AAAA, QTYPE.SRV
+_GENERAL = frozenset({QTYPE.SRV, QTYPE.ANY, QTYPE.AXFR, QTYPE.IXFR})
+"""Types left to the general path below ``svc`` (SRV has targets and glue)."""
+_NOERROR, _NXDOMAIN = RCODE.NOERROR, RCODE.NXDOMAIN
+
+
+def answer_wire(qname: str, qtype: int, view: View, cfg: KubernetesConfig,
+                zone: str) -> WireAnswer | None:
+    """The wire answer for ``qname`` (lower case, trailing dot, plain labels) in ``zone``
+    (one of the plugin's forward zones, not the root), or None for the general path."""
+    if qtype in _GENERAL or not view.synced:
+        return None
+    rel = qname[: len(qname) - len(zone) - 1]
+    labels = rel.split(".")
+    if len(labels) not in (2, 3) or labels[-1] != "svc":
+        return None
+    ns = labels[-2]
+    deps: list[Hashable] = [("ns", ns)]  # deps.namespace(ns), inline on this path
+    if not view.namespace_exists(ns):
+        return _negative(qname, zone, view, cfg, _NXDOMAIN, deps)
+    if len(labels) == 2:
+        return _negative(qname, zone, view, cfg, _NOERROR, deps)  # an empty non-terminal
+    deps.append(("svc", ns, labels[0]))  # deps.service(ns, name)
+    entry = view.service(ns, labels[0])
+    if entry is None:
+        return _negative(qname, zone, view, cfg, _NXDOMAIN, deps)
+    svc = entry.service
+    if svc.type == "ExternalName":
+        return None
+    if svc.headless:
+        ips = [ip for g in entry.groups for ip in g.ips]
+    elif cfg.ignore_empty_service and entry.ip_count() == 0:
+        ips = []
+    else:
+        ips = list(svc.cluster_ips)
+    if not ips:
+        return _negative(qname, zone, view, cfg, _NXDOMAIN, deps)
+    if qtype == _A:
+        fam, rtype, af = ".", b"\x00\x01\x00\x01", socket.AF_INET
+    elif qtype == _AAAA:
+        fam, rtype, af = ":", b"\x00\x1c\x00\x01", socket.AF_INET6
+    else:
+        return _negative(qname, zone, view, cfg, _NOERROR, deps)
+    head = b"\xc0\x0c" + rtype + struct.pack("!I", cfg.ttl)
+    records = [head + struct.pack("!H", 4 if af == socket.AF_INET else 16)
+               + socket.inet_pton(af, ip) for ip in dict.fromkeys(ip for ip in ips if fam in ip)]
+    if not records:
+        return _negative(qname, zone, view, cfg, _NOERROR, deps)
+    return WireAnswer(_NOERROR, len(records), 0, b"".join(records), tuple(deps))
+
+
+def _negative(qname: str, zone: str, view: View, cfg: KubernetesConfig, rcode: int,
+              deps: list[Hashable]) -> WireAnswer | None:
+    """NXDOMAIN or NODATA with the zone's SOA in Authority (RFC 2308)."""
+    if rcode == _NXDOMAIN and cfg.fallthrough_covers(qname):
+        return None  # the rest of the chain answers that
+    # The zone's labels are the question's last ones: point at them there.
+    ptr = (0xC000 | (12 + len(qname) - len(zone))).to_bytes(2, "big")
+    parts = _SOA_PARTS.get((view.serial, cfg.ttl))
+    if parts is None:
+        parts = _soa_parts(view.serial, cfg.ttl)
+    return WireAnswer(rcode, 0, 1, b"".join((ptr, parts[0], ptr, parts[1], ptr, parts[2])),
+                      tuple(deps))
+
+
+_SOA_PARTS: dict[tuple[int, int], tuple[bytes, bytes, bytes]] = {}
+
+
+def _soa_parts(serial: int, ttl: int) -> tuple[bytes, bytes, bytes]:
+    """The SOA record around its three zone pointers: type, class, TTL, length and
+    ``ns.dns``; ``hostmaster``; the five numbers. Kept for the last few serials."""
+    numbers = struct.pack("!IIIII", serial & 0xFFFFFFFF, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, ttl)
+    rdlength = 7 + 2 + 11 + 2 + len(numbers)
+    parts = (b"\x00\x06\x00\x01" + struct.pack("!IH", min(ttl, 300), rdlength) + b"\x02ns\x03dns",
+             b"\x0ahostmaster", numbers)
+    if len(_SOA_PARTS) > 16:
+        _SOA_PARTS.clear()
+    _SOA_PARTS[(serial, ttl)] = parts
+    return parts

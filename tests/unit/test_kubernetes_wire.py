@@ -1,0 +1,188 @@
+"""The cold path says exactly what the chain says: every row of the kubernetes case table, under
+its configuration, in three spellings, with and without EDNS (and DO), is answered by the
+general path (dnslib and the chain) and by the wire answerer; where the wire answerer takes the
+question, both replies must be the same bytes.
+
+The chain in front of kubernetes is kubeadm's (errors, cache for the cluster zone with its
+``disable`` lines, loadbalance): plugins that declare they pass cluster names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dns.flags
+import dns.message
+import pytest
+from dnslib import QTYPE, DNSRecord
+
+from kdns.config.parser import parse_corefile
+from kdns.k8s.objects import PARSERS
+from kdns.plugins.base import Request, Response
+from kdns.plugins.kubernetes.handler import KubernetesHandler
+from kdns.plugins.kubernetes.view import ViewBuilder
+from kdns.server.app import KdnsServer, ServeOptions
+from kdns.server.dispatch import Dispatcher, Zone, build_chain, cold_path
+from tests.unit import k8s_cases as kc
+
+FRONT = """
+.:53 {
+    errors
+    cache 30 {
+        disable success cluster.local
+        disable denial cluster.local
+    }
+    loadbalance
+    forward . 127.0.0.1:9
+}
+"""
+
+
+def _handler(config: str) -> KubernetesHandler:
+    cfg = kc.build_config(config)
+    builder = ViewBuilder(cfg.kinds, namespaces=cfg.namespaces,
+                          endpoint_pod_names=cfg.endpoint_pod_names, now=lambda: kc.SERIAL)
+    for kind in cfg.kinds:
+        builder.begin_list(kind)
+        seen = set()
+        for obj in kc.OBJECTS:
+            if kc.KIND_OF[obj["kind"]] == kind:
+                parsed = PARSERS[kind](obj)
+                builder.upsert(kind, parsed)
+                seen.add(parsed.key)
+        builder.end_list(kind, seen)
+    assert builder.flush()
+    return KubernetesHandler(cfg, builder=builder)
+
+
+def _front() -> list[Any]:
+    """errors, loadbalance and cache as kubeadm configures them (forward is never reached)."""
+    server = KdnsServer(parse_corefile(FRONT, "<front>"), ServeOptions(dns_port=0, http=False))
+    server.build()
+    handlers = [h for h in server.handlers() if h.name in ("errors", "cache", "loadbalance")]
+    assert [h.name for h in handlers] == ["errors", "loadbalance", "cache"]  # ORDER
+    return handlers
+
+
+def _request(qname: str, qtype: str) -> Request:
+    msg = DNSRecord.question(qname, qtype)
+    return Request(msg=msg, qname=qname, qname_lower=qname.lower(), qtype=QTYPE_OF[qtype],
+                   qclass=1, client=("10.244.1.18", 5353), proto="udp", server="dns://:53",
+                   zone=".", max_size=512)
+
+
+def _no_next(req: Request) -> Response:
+    raise AssertionError("the wire answerer took a question serve() passes on")
+
+
+QTYPE_OF = {name: int(getattr(QTYPE, name)) for name in ("A", "AAAA", "SRV", "PTR", "TXT", "SOA",
+                                                         "NS", "CNAME", "MX", "ANY", "AXFR",
+                                                         "HINFO")}
+
+
+def _dispatchers(config: str) -> tuple[Dispatcher, Dispatcher]:
+    front = _front()
+    kube = _handler(config)
+    for h in front:
+        if h.name == "cache":
+            h._shared["kubernetes"] = kube  # as setup shares it within a block
+    handlers = [*front, kube]
+    cold = cold_path(handlers)
+    assert cold is not None
+    chain = build_chain(handlers)
+    with_cold = Dispatcher({".": Zone(".", chain, "dns://:53", cold=cold)}, "udp", "dns://:53")
+    general = Dispatcher({".": Zone(".", chain, "dns://:53")}, "udp", "dns://:53")
+    return with_cold, general
+
+
+def _kube(d: Dispatcher) -> KubernetesHandler:
+    cold = d.zones["."].cold
+    assert cold is not None
+    kube = cold.answer.__self__  # type: ignore[attr-defined]
+    assert isinstance(kube, KubernetesHandler)
+    return kube
+
+
+def _spellings(name: str) -> list[str]:
+    mixed = "".join(c.upper() if i % 3 == 0 else c for i, c in enumerate(name))
+    return [name, name.upper(), mixed]
+
+
+def _queries(name: str, qtype: str) -> list[bytes]:
+    out = []
+    for spelled in _spellings(name):
+        for edns, do in ((False, False), (True, False), (True, True)):
+            q = dns.message.make_query(spelled, qtype, use_edns=0 if edns else None,
+                                       want_dnssec=do)
+            q.id = 0x5151
+            q.flags |= dns.flags.CD if do else 0
+            out.append(q.to_wire())
+    return out
+
+
+CONFIGS = sorted({c.config for c in kc.CASES})
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_wire_answers_are_the_chain_answers_byte_for_byte(config: str) -> None:
+    with_cold, general = _dispatchers(config)
+    kube = _kube(with_cold)
+    taken = compared = 0
+    for case in kc.CASES:
+        if case.config != config:
+            continue
+        for data in _queries(case.qname, case.qtype):
+            cold = with_cold.cold(data, 0.0)
+            expected = general.handle(data, ("10.244.1.18", 5353))
+            compared += 1
+            if cold is None:
+                continue
+            taken += 1
+            assert cold == expected, (case.qname, case.qtype, case.note)
+            # ... and is stored under the same dependency keys as the chain's reply
+            ans = with_cold.zones["."].cold(case.qname.lower(), QTYPE_OF[case.qtype])  # type: ignore[misc]
+            resp = kube.serve(_request(case.qname, case.qtype), _no_next)
+            assert ans is not None and set(ans.deps) == set(resp.deps or ()), case.qname
+    assert compared
+    if config == "default":
+        assert taken >= 100  # the table's Service names and NXDOMAINs go this way
+
+
+def test_loadbalance_keeps_multi_address_answers_on_the_chain() -> None:
+    with_cold, _general = _dispatchers("default")
+    headless = next(c for c in kc.CASES if c.config == "default" and c.qtype == "A"
+                    and len(c.answer) > 1 and ".svc." in c.qname)
+    (data, *_rest) = _queries(headless.qname, "A")
+    assert with_cold.cold(data, 0.0) is None
+    one = next(c for c in kc.CASES if c.config == "default" and c.qtype == "A"
+               and len(c.answer) == 1 and ".svc." in c.qname and c.rcode == "NOERROR")
+    (data, *_rest) = _queries(one.qname, "A")
+    assert with_cold.cold(data, 0.0) is not None
+
+
+def test_a_plugin_that_must_see_every_query_turns_the_cold_path_off() -> None:
+    server = KdnsServer(parse_corefile(".:53 {\n log\n forward . 127.0.0.1:9\n}\n", "<log>"),
+                        ServeOptions(dns_port=0, http=False))
+    server.build()
+    assert cold_path([*server.handlers(), _handler("default")]) is None
+
+
+@pytest.mark.parametrize("data", [
+    b"\x51\x51\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"  # a label with a dot inside
+    b"\x05ku.ia\x07default\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01",
+    b"\x51\x51\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"  # class CH
+    b"\x05kubia\x07default\x03svc\x07cluster\x05local\x00\x00\x01\x00\x03",
+    b"\x51\x51\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01"  # EDNS version 1 (BADVERS)
+    b"\x05kubia\x07default\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01"
+    b"\x00\x00\x29\x04\xd0\x00\x01\x00\x00\x00\x00",
+    b"\x51\x51\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01"  # an EDNS option (a cookie)
+    b"\x05kubia\x07default\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01"
+    b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x0c\x00\x0a\x00\x08" + b"c" * 8,
+    b"\x51\x51\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"  # trailing bytes
+    b"\x05kubia\x07default\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01\x00",
+    b"\x51\x51\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"  # a compressed name
+    b"\x05kubia\x07default\x03svc\x07cluster\x05local\xc0\x04\x00\x01\x00\x01",
+])
+def test_questions_the_cold_path_leaves_to_the_parser(data: bytes) -> None:
+    with_cold, _general = _dispatchers("default")
+    assert with_cold.cold(data, 0.0) is None
