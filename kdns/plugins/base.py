@@ -124,6 +124,33 @@ class Transparent(Protocol):
     def passes(self, qname_lower: str, qtype: int, answers: int) -> bool: ...
 
 
+@runtime_checkable
+class ClientScoper(Protocol):
+    """A plugin that knows which namespace a client address is (the kubernetes plugin with
+    ``pods verified``): the server counts requests per client namespace with it, and, when
+    ``isolating``, keys the stored replies of its zones by :meth:`client_scope`.
+
+    A plugin whose reply depended on the client's scope adds that scope to the set
+    ``req.meta["scopes"]`` (creating it when absent): the server stores such a reply only
+    under that one scope, and a plugin that keeps replies across clients (the cache) must not
+    keep it. Sub-requests copy ``meta`` shallowly, so they share the set."""
+
+    name: str
+    attributing: bool
+    """Client addresses map to namespaces (``pods verified``)."""
+    isolating: bool
+    """Replies depend on the client's scope (``isolate``)."""
+
+    def client_scope(self, ip: str) -> str:
+        """The client's namespace, or a name starting with ``/`` (no Pod, several Pods)."""
+        ...
+
+    def waste_for(self, qname_lower: str) -> str | None:
+        """For an NXDOMAIN to ``qname_lower``: ``*`` when it is search waste for every client
+        of a known namespace, a namespace when only for that namespace's clients, else None."""
+        ...
+
+
 class Lifecycle(Protocol):
     """Optional hooks a handler may implement; the server calls those present.
 

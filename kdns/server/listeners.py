@@ -157,7 +157,7 @@ class UdpListener:
                     return
                 continue
             try:
-                reply = lookup(data)
+                reply = lookup(data, addr)
             except Exception:
                 reply = None
             if reply is None:

@@ -162,8 +162,8 @@ def _get(parts: tuple[dict[_K, _V], ...], key: _K) -> _V | None:
 class View:
     """An immutable snapshot: never mutated after publication, so readers need no lock."""
 
-    __slots__ = ("_entries", "_namespaces", "_pod_ns", "_reverse", "generation", "serial",
-                 "stale", "synced")
+    __slots__ = ("_entries", "_namespaces", "_pod_ns", "_reverse", "_visible", "generation",
+                 "serial", "stale", "synced")
 
     def __init__(
         self,
@@ -176,8 +176,12 @@ class View:
         synced: bool,
         stale: bool,
         generation: int,
+        visible: dict[str, frozenset[str]] | None = None,
     ) -> None:
         self._entries = entries
+        self._visible = visible or {}
+        """Namespace -> the client namespaces its ``kdns.io/dns-visible-to`` names (annotated
+        namespaces only)."""
         self._reverse = reverse
         self._namespaces = namespaces
         self._pod_ns = pod_ns
@@ -201,6 +205,15 @@ class View:
     def namespace_exists(self, namespace: str) -> bool:
         """The namespace is present (and passes the plugin's ``namespaces`` filter)."""
         return namespace in self._namespaces
+
+    def visible_to(self, namespace: str) -> frozenset[str] | None:
+        """The client namespaces a namespace's annotation names (``*``: all); None: none."""
+        return self._visible.get(namespace)
+
+    def client_namespaces(self, ip: str) -> str | tuple[str, ...] | None:
+        """Namespace(s) of the Running, non-hostNetwork pods holding ``ip``: one name, a
+        tuple when pods of several namespaces claim it, None when none does."""
+        return _get(self._pod_ns, ip)
 
     def ptr_services(self, ip: str) -> tuple[SvcEntry, ...]:
         """Services with ``ip`` as a ClusterIP or as the address of an endpoint that counts."""
@@ -235,7 +248,7 @@ class View:
         generation stays and the fast path keeps its replies)."""
         return View(self._entries, self._reverse, self._namespaces, self._pod_ns,
                     serial=self.serial, synced=self.synced, stale=stale,
-                    generation=self.generation)
+                    generation=self.generation, visible=self._visible)
 
 
 def _entry_ips(entry: SvcEntry | None) -> set[str]:
@@ -303,6 +316,8 @@ class ViewBuilder:
         """(ns, service) -> keys of its slices (slices may arrive before their Service)."""
         self._reverse: Shards[str, _ReverseVal] = Shards()
         self._namespaces: set[str] = set()
+        self._visible: dict[str, frozenset[str]] = {}
+        """Annotated namespaces -> their ``kdns.io/dns-visible-to`` client namespaces."""
         self._pods: dict[Key, tuple[str, ...]] = {}
         """Running, non-hostNetwork pods only: key -> IPs."""
         self._ip_pods: dict[str, Key | tuple[Key, ...]] = {}
@@ -359,6 +374,8 @@ class ViewBuilder:
                 gone = {n for n in self._namespaces if ("", n) not in seen}
                 if gone:
                     self._namespaces -= gone
+                    for n in gone:
+                        self._visible.pop(n, None)
                     self._keys.update(dep.namespace(n) for n in gone)
                     self._changed("namespaces")
             elif kind == "pods":
@@ -394,6 +411,7 @@ class ViewBuilder:
             elif kind == "namespaces":
                 if key[1] in self._namespaces:
                     self._namespaces.discard(key[1])
+                    self._visible.pop(key[1], None)
                     self._keys.add(dep.namespace(key[1]))
                     self._changed("namespaces")
             elif kind == "pods":
@@ -589,8 +607,16 @@ class ViewBuilder:
     # -- namespaces and pods ----------------------------------------------------------------
 
     def _upsert_namespace(self, ns: Namespace) -> None:
-        if not self._exposed(ns.name) or ns.name in self._namespaces:
+        if not self._exposed(ns.name):
             return
+        if ns.name in self._namespaces and self._visible.get(ns.name) == ns.visible_to:
+            return
+        # A changed annotation changes who may see the namespace's names: it is a change of
+        # the namespace key, so the stored replies read from it go.
+        if ns.visible_to is None:
+            self._visible.pop(ns.name, None)
+        else:
+            self._visible[ns.name] = ns.visible_to
         self._namespaces.add(ns.name)
         self._keys.add(dep.namespace(ns.name))
         self._changed("namespaces")
@@ -659,6 +685,7 @@ class ViewBuilder:
             self._reverse.freeze(),
             frozenset(self._namespaces) if first or "namespaces" in dirty else prev._namespaces,
             self._pod_ns.freeze(),
+            visible=dict(self._visible) if first or "namespaces" in dirty else prev._visible,
             serial=self._modified,
             synced=True,
             stale=bool(self._stale),
