@@ -176,6 +176,40 @@ class ReadyReporter(Protocol):
     def ready(self) -> bool: ...
 
 
+class MetadataProvider(Protocol):
+    """A plugin that publishes metadata for a request (CoreDNS's ``metadata.Provider``).
+
+    The *metadata* plugin asks each provider of its block only when a consumer (a ``log``
+    format's ``{/NAME}``, a template's ``.Meta "NAME"``) first reads a label, so queries nobody
+    inspects pay nothing. Labels are ``plugin/NAME``; values are functions so a provider can
+    defer its work to the label actually read.
+    """
+
+    name: str
+
+    def metadata(self, req: Request) -> dict[str, Callable[[], str]]: ...
+
+
+class Metadata:
+    """One request's metadata: ``get(label)`` is the value function, or None when no provider
+    set that label. Collected from the providers on the first ``get``."""
+
+    __slots__ = ("_providers", "_req", "_values")
+
+    def __init__(self, req: Request, providers: tuple[MetadataProvider, ...]) -> None:
+        self._req = req
+        self._providers = providers
+        self._values: dict[str, Callable[[], str]] | None = None
+
+    def get(self, label: str) -> Callable[[], str] | None:
+        if self._values is None:
+            values: dict[str, Callable[[], str]] = {}
+            for p in self._providers:
+                values.update(p.metadata(self._req))
+            self._values = values
+        return self._values.get(label)
+
+
 class Generation:
     """The process-wide log of answer-affecting data changes, by dependency key.
 

@@ -15,6 +15,7 @@ from kdns.config.model import Directive
 from kdns.plugins.setup_context import SetupContext
 
 ORDER: tuple[str, ...] = (
+    "metadata",
     "timeouts",
     "limits",
     "reload",
@@ -38,6 +39,7 @@ ORDER: tuple[str, ...] = (
     "any",
     "chaos",
     "cache",
+    "template",
     "hosts",
     "kubernetes",
     "file",
@@ -77,6 +79,8 @@ IMPLEMENTED: dict[str, str] = {
     "nsid": "kdns.plugins.nsid.setup",
     "debug": "kdns.plugins.debug.setup",
     "dns64": "kdns.plugins.dns64.setup",
+    "template": "kdns.plugins.template.setup",
+    "metadata": "kdns.plugins.metadata.setup",
 }
 """Directive -> module with ``setup(directive, ctx)``."""
 
@@ -92,7 +96,7 @@ KNOWN_COREDNS = frozenset(
     }
 )
 
-REPEATABLE = frozenset({"rewrite", "acl", "bind"})
+REPEATABLE = frozenset({"rewrite", "acl", "bind", "template", "log"})
 """Directives that may appear several times in a block; their setup returns the handler the
 first time and ``None`` after (adding rules to it). ``bind`` has no handler: each line adds
 addresses to the block's ``listen_hosts``."""

@@ -43,6 +43,9 @@ REFERENCE_FAMILIES = {
     "coredns_local_localhost_requests",
     # The dns64 plugin's counter (CoreDNS plugin/dns64/metrics.go).
     "coredns_dns64_requests_translated",
+    # The template plugin's counters (CoreDNS plugin/template README, metrics.go).
+    "coredns_template_matches", "coredns_template_template_failures",
+    "coredns_template_rr_failures",
 }
 
 

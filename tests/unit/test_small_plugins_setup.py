@@ -51,7 +51,7 @@ def test_valid(line: str) -> None:
         ("errors {\n        consolidate 5m x loud\n    }", "3:26", "unknown level"),
         ("errors {\n        panic\n    }", "3:9", "unknown property"),
         ("log {\n        class sometimes\n    }", "3:15", "unknown class"),
-        ("log . \"{remote}\"", "2:11", "custom log formats"),
+        ("log . \"{remote} {nmae}\"", "2:11", "unknown placeholder {nmae}"),
         ("health :http", "2:12", "port"),
         ("health {\n        lameduck\n    }", "3:9", "lameduck needs"),
         ("health {\n        lameduck forever\n    }", "3:18", "invalid duration"),

@@ -49,10 +49,16 @@ class ErrorsHandler:
 
     def serve(self, req: Request, nxt: Next) -> Response:
         try:
-            return nxt(req)
+            resp = nxt(req)
         except Exception as err:
             self.report(f"{req.qname} {req.qtype}: {err}", exc=err)
             raise
+        # A plugin that answered SERVFAIL for a reason worth logging (a template that failed
+        # to render) leaves it here rather than raising, which would count as a panic.
+        failure = req.meta.get("error")
+        if failure is not None:
+            self.report(f"{req.qname} {req.qtype}: {failure}")
+        return resp
 
     def report(self, message: str, exc: BaseException | None = None) -> None:
         """Log ``message`` unless a consolidate rule folds it into a periodic summary."""

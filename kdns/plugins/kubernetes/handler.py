@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from dnslib import QTYPE, RCODE, DNSRecord
@@ -21,6 +21,7 @@ from kdns.k8s.source import ResourceSpec, Sink, Source, SourceFactory
 from kdns.plugins.answering import authoritative_reply, chase
 from kdns.plugins.base import Next, Request, Response, WireAnswer, with_deps
 from kdns.plugins.kubernetes.answer import AMBIGUOUS, UNKNOWN, Answer, answer
+from kdns.plugins.kubernetes.metadata import labels as metadata_labels
 from kdns.plugins.kubernetes.setup import KubernetesConfig, is_reverse
 from kdns.plugins.kubernetes.view import PROGRAMMING_BUCKETS, View, ViewBuilder
 from kdns.plugins.kubernetes.wire_answer import answer_wire
@@ -155,6 +156,16 @@ class KubernetesHandler:
         if everyone:
             return "*"  # (a client of a namespace the view does not have is not counted)
         return ns if own else None
+
+    def metadata(self, req: Request) -> dict[str, Callable[[], str]]:
+        """The labels CoreDNS's kubernetes plugin publishes (read through *metadata*)."""
+        def client_pod() -> tuple[str, str] | None:
+            if self.cfg.pods != "verified":
+                return None  # CoreDNS: the client is only looked up with pods verified
+            pod_of = getattr(self._builder, "pod_of", None)
+            return pod_of(req.client[0]) if pod_of is not None else None
+
+        return metadata_labels(req.qname_lower, self.zone_of(req.qname_lower), client_pod)
 
     # -- serving ----------------------------------------------------------------------------
 

@@ -356,6 +356,13 @@ class ViewBuilder:
     def wait_synced(self, timeout: float | None) -> bool:
         return self._synced_event.wait(timeout)
 
+    def pod_of(self, ip: str) -> Key | None:
+        """(namespace, name) of the Running, non-hostNetwork pod with ``ip`` (the metadata
+        label kubernetes/client-pod-name); None when no pod or several claim it. One dict
+        lookup from the query path, atomic against the builder's writes."""
+        val = self._ip_pods.get(ip)
+        return val if val is not None and isinstance(val[0], str) else None
+
     # -- Sink -------------------------------------------------------------------------------
 
     def begin_list(self, kind: str) -> None:

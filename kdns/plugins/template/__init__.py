@@ -1,0 +1,1 @@
+"""kdns/plugins/template."""
