@@ -10,10 +10,13 @@ autopath tests do. Whether a reply came from the fast path is read from the list
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dns.message
@@ -328,3 +331,65 @@ def test_requests_and_search_waste_per_client_namespace(env: Env) -> None:
     assert env.client_count("unknown", "NXDOMAIN") == unknown + 1
     labels = {lab["client_namespace"] for n, lab, _v in env.scrape()["kdns_client_requests"]}
     assert labels <= {"a", "b", "c", "p", "q", "r", "unknown"}
+
+
+KDNS = [sys.executable, "-m", "kdns.cli"]
+
+
+def _top(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KDNS, "top", *args], capture_output=True, text=True, timeout=30,
+                          check=False)
+
+
+def test_kdns_top_reads_a_running_server(env: Env) -> None:
+    for _ in range(4):
+        env.ask(f"www.example.com.b.svc.{Z}", B1)  # search waste, every time
+    env.ask(f"web.b.svc.{Z}", B1)
+    for _ in range(3):
+        env.ask(f"web.c.svc.{Z}", C1)
+    env.ask(f"web.shared.svc.{Z}", OUTSIDE)
+    r = _top("--metrics", f"http://127.0.0.1:{env.mport}/metrics")
+    assert r.returncode == 0, r.stderr
+    table = {line.split()[0]: line.split(None, 5) for line in r.stdout.splitlines()[1:]
+             if line and line.split()[0] in ("b", "c", "unknown")}
+    # namespace, queries, NXDOMAIN share, waste, waste share, fix
+    assert table["b"][1:5] == ["5", "80.0%", "4", "80.0%"]
+    assert table["b"][5] == "FQDN with a trailing dot"
+    assert table["c"][1:5] == ["3", "0.0%", "0", "0.0%"] and table["c"][5] == "-"
+    assert table["unknown"][1] == "1"
+    assert "search waste" in r.stdout and "ndots:2" in r.stdout
+
+
+class _Other(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"# TYPE other_total counter\nother_total 1\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_kdns_top_errors_exit_2() -> None:
+    other = ThreadingHTTPServer(("127.0.0.1", 0), _Other)
+    t = threading.Thread(target=other.serve_forever, daemon=True)
+    t.start()
+    try:
+        closed = _free_port()
+        cases = [
+            ("ftp://127.0.0.1/metrics", "is not an http(s) URL"),
+            ("127.0.0.1:9153", "is not an http(s) URL"),
+            ("http://127.0.0.1:99999/metrics", "Port out of range"),
+            (f"http://127.0.0.1:{closed}/metrics", "cannot read metrics"),
+            (f"http://127.0.0.1:{other.server_address[1]}/metrics", "not a kdns /metrics"),
+        ]
+        for url, message in cases:
+            r = _top("--metrics", url, "--timeout", "2")
+            assert r.returncode == 2, (url, r.stdout, r.stderr)
+            assert r.stderr.startswith("kdns: ") and message in r.stderr, (url, r.stderr)
+    finally:
+        other.shutdown()
+        other.server_close()
+        t.join(timeout=5)
