@@ -50,6 +50,9 @@ from kdns.server.store import DEFAULT_MAX_BYTES, ReplyStore, stored_form
 
 log = logging.getLogger("kdns.server")
 
+MAX_SCOPES = 65536
+"""Client addresses whose scope a listener remembers between data changes."""
+
 
 @dataclass(slots=True)
 class Zone:
@@ -171,6 +174,9 @@ class Dispatcher:
     """(client scope, rcode) -> replies (kdns_client_requests_total)."""
     waste_counts: dict[str, int] = field(init=False, default_factory=dict)
     """Client namespace -> search-waste NXDOMAINs (kdns_search_waste_total)."""
+    _scopes: dict[str, str] = field(init=False, default_factory=dict)
+    """Client address -> scope, as of the store's data version: emptied whenever data
+    changes (the view that maps addresses may have changed), so a hit reads one dict."""
 
     def __post_init__(self) -> None:
         self.store = ReplyStore(self.stats, self.max_bytes)
@@ -223,12 +229,18 @@ class Dispatcher:
         store = self.store
         if GENERATION.value != store.version:
             store.catch_up()
+            self._scopes.clear()
         entries = store.entries
         rest = data[2:]
         entry = entries.get(rest)
         who = None
         if self.who is not None and client is not None:
-            who = self.who(client[0])
+            who = self._scopes.get(client[0])
+            if who is None:
+                who = self.who(client[0])
+                if len(self._scopes) >= MAX_SCOPES:
+                    self._scopes.clear()
+                self._scopes[client[0]] = who
             if entry is None and self.scoped:
                 entry = entries.get((who, rest))
         if entry is None or entry.tail is None:
