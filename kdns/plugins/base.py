@@ -132,8 +132,9 @@ class ClientScoper(Protocol):
 
     A plugin whose reply depended on the client's scope adds that scope to the set
     ``req.meta["scopes"]`` (creating it when absent): the server stores such a reply only
-    under that one scope, and a plugin that keeps replies across clients (the cache) must not
-    keep it. Sub-requests copy ``meta`` shallowly, so they share the set."""
+    under that one scope; a plugin that keeps replies across clients must not keep it (the
+    cache passes the kubernetes plugin's names by). The server creates the set before the
+    chain runs and sub-requests copy ``meta`` shallowly, so a walk's steps share it."""
 
     name: str
     attributing: bool

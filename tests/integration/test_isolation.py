@@ -100,6 +100,15 @@ class Env:
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
+    yield from _env(tmp_path, "")
+
+
+@pytest.fixture
+def autopath_env(tmp_path: Path) -> Iterator[Env]:
+    yield from _env(tmp_path, "autopath @kubernetes")
+
+
+def _env(tmp_path: Path, front: str) -> Iterator[Env]:
     with fakeapi.FakeApiServer(bookmark_interval=0.2) as api:
         api.add("namespaces", fakeapi.namespace("a"))
         api.add("namespaces", fakeapi.namespace(
@@ -132,6 +141,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
             errors
             prometheus 127.0.0.1:{mport}
             cache 30
+            {front}
             hosts {hosts} example.com
             kubernetes {Z} in-addr.arpa {{
                 kubeconfig {kubeconfig}
@@ -393,3 +403,18 @@ def test_kdns_top_errors_exit_2() -> None:
         other.shutdown()
         other.server_close()
         t.join(timeout=5)
+
+
+def test_autopath_keeps_each_namespace_its_own_walk(autopath_env: Env) -> None:
+    env = autopath_env
+    walked = f"web.b.a.svc.{Z}"  # a Pod of a asking for web.b with its first search suffix
+    msg = env.ask(walked, A1)
+    assert [str(r) for rr in msg.answer for r in rr][-1] == CLUSTER_IP["b"]
+    # a's walk is never replayed to others (not from the fast path, not from a cache).
+    for source in (C1, OUTSIDE):
+        for _ in range(2):
+            assert env.ask(walked, source).rcode() == dns.rcode.NXDOMAIN, source
+    # A Pod of c walking to web.a (hidden from c) ends on NXDOMAIN, as for a missing name.
+    assert env.ask(f"web.a.c.svc.{Z}", C1).rcode() == dns.rcode.NXDOMAIN
+    assert env.found(f"web.c.c.svc.{Z}", C1)  # its own Service, through the walk
+    assert env.ask(walked, A2).answer  # a's other Pod gets a's walk

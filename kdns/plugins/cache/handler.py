@@ -179,7 +179,7 @@ def _question_matches(req: Request, msg: DNSRecord) -> bool:
 
 def _copy_request(req: Request) -> Request:
     """A request of its own for a background refresh: the chain may change msg and meta."""
-    return replace(req, msg=DNSRecord.parse(req.msg.pack()), meta={"scopes": set()})
+    return replace(req, msg=DNSRecord.parse(req.msg.pack()), meta={})
 
 
 class CacheHandler:
@@ -322,7 +322,6 @@ class CacheHandler:
         return entry.hits >= cfg.prefetch and remaining <= threshold
 
     def _fetch(self, req: Request, key: Key, nxt: Next) -> Response:
-        req.meta.setdefault("scopes", set())  # filled by plugins whose reply depends on the client
         resp = nxt(req)
         entry = self._admit(req, key, resp.msg, refresh=False)
         if entry is None:
@@ -333,10 +332,6 @@ class CacheHandler:
 
     def _admit(self, req: Request, key: Key, msg: DNSRecord, *, refresh: bool) -> Entry | None:
         """Store ``msg`` when cacheable; returns the stored entry or None."""
-        if req.meta.get("scopes"):
-            # It depended on who asked (kubernetes ``isolate``): one entry per name would
-            # hand one tenant's answer to another. The server's fast path keeps it per scope.
-            return None
         if not _question_matches(req, msg):
             with self._lock:
                 self.counters.drops += 1
@@ -374,7 +369,6 @@ class CacheHandler:
     def _verify(self, req: Request, key: Key, nxt: Next) -> Response | None:
         """serve_stale verify: ask the next plugin; its answer if usable, else None."""
         try:
-            req.meta.setdefault("scopes", set())
             resp = nxt(req)
         except Exception as err:
             log.debug("verifying stale %s: %s", req.qname, err)
