@@ -64,8 +64,8 @@ class Response:
     and, for a fast reply, hands them out in turn, so shuffled order survives precomputation."""
     tally: Hashable | None = None
     """With ``fast``: a token the server counts this reply's fast-path replays under, so the
-    plugin can report them (the cache's hits); read at scrape time from
-    ``ctx.process["replays"]`` (token -> replays so far)."""
+    plugin can report them (the cache's hits): ``ctx.process["replays"]()`` returns
+    token -> replays so far."""
 
 
 Next = Callable[[Request], Response]
@@ -150,6 +150,42 @@ class ClientScoper(Protocol):
         """For an NXDOMAIN to ``qname_lower``: ``*`` when it is search waste for every client
         of a known namespace, a namespace when only for that namespace's clients, else None."""
         ...
+
+
+@runtime_checkable
+class SeesEveryQuery(Protocol):
+    """A plugin that must see every query (``log``, ``acl``): with it in a block, the server
+    answers nothing from stored replies or in wire form; every query runs the chain.
+    Declared as a class attribute ``sees_every_query = True``."""
+
+    sees_every_query: bool
+
+
+@runtime_checkable
+class ErrorReporter(Protocol):
+    """A plugin that reports the errors the chain raises (``errors``); the server then leaves
+    the reporting of a failed query to it."""
+
+    def report(self, message: str, exc: BaseException | None = None) -> None: ...
+
+
+class SharedSourceKey(Protocol):
+    """What names a plugin's data source (hashable): equal keys can share one source, which
+    ``kdns serve --workers N`` runs in the supervisor and streams to every worker."""
+
+    specs: Any
+
+    def __hash__(self) -> int: ...
+
+    def factory(self) -> Any:
+        """A ``kdns.k8s.source.SourceFactory`` building that source."""
+
+
+@runtime_checkable
+class SharesSource(Protocol):
+    """A plugin whose source the supervisor may run once for all workers."""
+
+    def source_key(self) -> SharedSourceKey: ...
 
 
 class Lifecycle(Protocol):

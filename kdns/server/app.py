@@ -12,7 +12,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from kdns.config.model import ConfigError, Directive, ServerBlock, error
 from kdns.plugins import registry
-from kdns.plugins.base import GENERATION
+from kdns.plugins.base import GENERATION, ErrorReporter, SeesEveryQuery
 from kdns.plugins.http import Route
 from kdns.plugins.metrics import listen_label
 from kdns.plugins.setup_context import Overrides, SetupContext
@@ -156,6 +156,7 @@ class KdnsServer:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ServerCollector(self))
         self.process["metrics_registry"] = self.registry
+        self.process["replays"] = self.replays
         self.blocks: list[Block] = []
         self.listeners: list[Listener] = []
         self.http: list[HttpEndpoint] = []
@@ -186,8 +187,9 @@ class KdnsServer:
         served: dict[tuple[str, int], set[str]] = {}
         for blk in blocks:
             chain = build_chain(blk.handlers)
-            names = {h.name for h in blk.handlers}
-            errors = next((h for h in blk.handlers if h.name == "errors"), None)
+            every = any(isinstance(h, SeesEveryQuery) and h.sees_every_query
+                        for h in blk.handlers)
+            errors = next((h for h in blk.handlers if isinstance(h, ErrorReporter)), None)
             # ``bind`` chooses the block's addresses; without it, --dns-addr or every interface.
             hosts = blk.ctx.listen_hosts or [self.opts.dns_addr or ""]
             for key in blk.block.keys:
@@ -212,7 +214,7 @@ class KdnsServer:
                     others.add(host)
                     label = listen_label(host, port)
                     lst.zones[key.zone] = Zone(key.zone, chain, label, errors is not None,
-                                               not names & {"log", "acl"}, errors,
+                                               not every, errors,
                                                any(getattr(h, "blocking", False)
                                                    for h in blk.handlers),
                                                tuple(h.name for h in blk.handlers),
@@ -227,6 +229,17 @@ class KdnsServer:
     def extra_metrics(self) -> Iterator[Any]:
         """Families the server itself adds beyond the dispatchers' (reload, for one)."""
         yield from ()
+
+    def replays(self) -> dict[Hashable, int]:
+        """Fast-path replays so far by the producing plugin's token (``Response.tally``),
+        for plugins that count them (the cache's hits): dropped entries plus live ones."""
+        out: dict[Hashable, int] = {}
+        for lst in self.listeners:
+            for side in lst.sides():
+                d = side.dispatcher
+                for token, n in d.stats.replay_counts(d.store.entries.values()).items():
+                    out[token] = out.get(token, 0) + n
+        return out
 
     def handlers(self, blocks: list[Block] | None = None) -> list[Any]:
         return [h for b in (self.blocks if blocks is None else blocks) for h in b.handlers]

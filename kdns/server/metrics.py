@@ -96,12 +96,9 @@ class ServerCollector(Collector):
                                           "response in bytes.",
                                           labels=["server", "zone", "view", "proto"])
         panics = 0
-        replays: dict[Any, int] = {}
         for d in self._dispatchers():
             snap: Stats = d.stats.snapshot(d.store.entries.values())
             panics += snap.panics
-            for token, n in snap.replays.items():
-                replays[token] = replays.get(token, 0) + n
             server, proto, family = d.server_label, d.proto, str(d.family)
             req_counts: dict[tuple[str, str], int] = {}
             resp_counts: dict[tuple[str, str, str], int] = {}
@@ -133,8 +130,6 @@ class ServerCollector(Collector):
                 for zone, counts in table.items():
                     fam.add_metric([server, zone, VIEW, proto], _hist_buckets(counts, SIZE_BUCKETS),
                                    sum(b * n for b, n in counts.items() if b != float("inf")))
-        # Read by the plugins' metrics() below (the cache counts its fast-path replays as hits).
-        self.server.process["replays"] = replays
         yield from (requests, responses, do, duration, req_size, resp_size)
         yield CounterMetricFamily("coredns_panics", "A metrics that counts the number of panics.",
                                   value=panics)

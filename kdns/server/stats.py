@@ -165,6 +165,15 @@ class Stats:
         d.buckets[0] += hits
         d.total += hits * FAST_PATH_SECONDS
 
+    def replay_counts(self, entries: Iterable[Entry]) -> dict[Hashable, int]:
+        """Replays by token: those folded so far plus the live entries' hits."""
+        with self.lock:
+            out = dict(self.replays)
+        for e in list(entries):
+            if e.hits and e.tally is not None:
+                out[e.tally] = out.get(e.tally, 0) + e.hits
+        return out
+
     def snapshot(self, entries: Iterable[Entry]) -> Stats:
         """Aggregates plus the live entries' hits, as a new Stats (for a scrape)."""
         out = Stats()

@@ -25,14 +25,14 @@ from kdns.plugins.base import GENERATION
 from kdns.server.stats import Entry, Rotation, Stats
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
-"""Default budget of one store (one listener address and protocol): 16 MiB, about 22,000
+"""Default budget of one store (one listener address and protocol): 16 MiB, about 26,000
 cluster replies. ``kdns serve --reply-store-mb`` sets it (docs/operations.md, Sizing)."""
-ENTRY_OVERHEAD = 550
+ENTRY_OVERHEAD = 450
 """Bytes charged per entry beyond its key and its reply (counted twice: the reply and the
 copy without the ID that exact hits replay): the Entry object, the bytes objects' headers, the
 dict slot, two dependency keys and their place in the index. Measured with tracemalloc: 10,000
-stored A replies of cluster names (59-byte key, 63-byte reply, two keys each) took 733 bytes
-per entry; key + 2 x reply + 550 = 735."""
+stored A replies of cluster names (59-byte key, 63-byte reply, two keys each built per answer
+as the answer function builds them) took 637 bytes per entry; key + 2 x reply + 450 = 635."""
 
 
 SCOPE_OVERHEAD = 64
@@ -61,7 +61,9 @@ class ReplyStore:
         """Entries dropped for the byte budget (not for changes)."""
         self.refused = 0
         """Replies not stored because their data changed while they were built."""
-        self._by_dep: dict[Hashable, set[StoreKey]] = {}
+        self._by_dep: dict[Hashable, StoreKey | set[StoreKey]] = {}
+        """Dependency key -> the entry keys depending on it: one key alone (most keys, such
+        as a never-asked name's, have one entry), else a set."""
         self._any: set[StoreKey] = set()
         """Entries that declared no dependency keys: any data change drops them."""
         self._lock = threading.Lock()
@@ -101,12 +103,15 @@ class ReplyStore:
             if entry.deps is None:
                 self._any.add(key)
             else:
+                by_dep = self._by_dep
                 for dep in entry.deps:
-                    keys = self._by_dep.get(dep)
+                    keys = by_dep.get(dep)
                     if keys is None:
-                        self._by_dep[dep] = {key}
-                    else:
+                        by_dep[dep] = key
+                    elif isinstance(keys, set):
                         keys.add(key)
+                    elif keys != key:
+                        by_dep[dep] = {keys, key}
             return True
 
     def clear(self) -> None:
@@ -126,8 +131,12 @@ class ReplyStore:
             self._any = set()
             for dep in changed:
                 keys = self._by_dep.pop(dep, None)
-                if keys:
+                if keys is None:
+                    continue
+                if isinstance(keys, set):
                     victims |= keys
+                else:
+                    victims.add(keys)
             self._drop(victims)
         self.version = now
 
@@ -163,10 +172,18 @@ class ReplyStore:
                 continue
             for dep in entry.deps:
                 others = self._by_dep.get(dep)
-                if others is not None:
-                    others.discard(key)
-                    if not others:
+                if others is None:
+                    continue
+                if not isinstance(others, set):
+                    if others == key:
                         del self._by_dep[dep]
+                    continue
+                others.discard(key)
+                if len(others) == 1:
+                    (last,) = others
+                    self._by_dep[dep] = last
+                elif not others:
+                    del self._by_dep[dep]
         if gone:
             self.stats.fold(gone)
 

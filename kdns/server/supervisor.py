@@ -42,6 +42,7 @@ from prometheus_client.registry import Collector
 
 from kdns.config.model import ConfigError, ServerBlock
 from kdns.k8s.fanout import Op, SharedSource
+from kdns.plugins.base import SharesSource
 from kdns.server.app import KdnsServer, ServeOptions
 from kdns.server.ipc import Channel, encode
 from kdns.server.listeners import bind_pair
@@ -176,9 +177,7 @@ class Supervisor:
 
     @staticmethod
     def _keys(server: KdnsServer) -> set[Hashable]:
-        from kdns.plugins.kubernetes.handler import SourceKey
-
-        return {SourceKey.of(h.cfg) for h in server.handlers() if h.name == "kubernetes"}
+        return {h.source_key() for h in server.handlers() if isinstance(h, SharesSource)}
 
     def _source(self, key: Any) -> SharedSource:
         with self._sources_lock:

@@ -26,7 +26,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from kdns.k8s.fanout import Op, apply_ops
@@ -71,10 +71,9 @@ class WorkerHub:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
-    def factory(self, cfg: Any) -> SourceFactory:
-        from kdns.plugins.kubernetes.handler import SourceKey
-
-        key = SourceKey.of(cfg)
+    def factory(self, key: Hashable) -> SourceFactory:
+        """The factory a plugin uses instead of its own source: a subscription to the
+        supervisor's source for ``key`` (the plugin's ``source_key()``)."""
 
         def build(_specs: list[ResourceSpec], sink: Sink) -> Source:
             return RemoteSource(self, key, sink)

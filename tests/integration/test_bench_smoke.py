@@ -109,3 +109,32 @@ def test_quick_benchmark_tcp_workload_for_kdns() -> None:
     assert proc.returncode == 0, log
     m = re.search(r"^RESULT server=kdns workload=tcp qps=([\d.]+) .* ok=yes$", proc.stdout, re.M)
     assert m is not None and float(m.group(1)) > 0, log
+
+
+@NEEDS_DNSPERF
+def test_churn_workload_counts_changes_and_stale_answers() -> None:
+    proc = _run(["--workloads", "churn", "--servers", "kdns", "--churn-n", "50",
+                 "--churn-rates", "0,20", "--reps", "1", "--duration", "1", "--warmup", "0.1",
+                 "--timeout", "0.2"])
+    log = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, log
+    rows = dict(re.findall(r"^RESULT server=kdns workload=(churn-\S+) (.*)$", proc.stdout, re.M))
+    assert set(rows) == {"churn-0", "churn-20"}, log
+    assert re.search(r"qps_median=[1-9]\d* ratio_frozen=1.00 stale=0 checked=0", rows["churn-0"])
+    m = re.search(r"stale=(\d+) checked=(\d+)", rows["churn-20"])
+    assert m is not None and int(m.group(1)) == 0 and int(m.group(2)) >= 1, log
+    assert "| churn, 20 changes/s (50 Services, one process) |" in proc.stdout, log
+
+
+@NEEDS_DNSPERF
+@pytest.mark.skipif(shutil.which("dnsmasq") is None, reason="needs dnsmasq")
+def test_cold_workload_runs_kdns_and_dnsmasq_on_fresh_names() -> None:
+    proc = _run(["--workloads", "cold", "--servers", "kdns,dnsmasq", "--churn-n", "60",
+                 "--reps", "1", "--duration", "0.3", "--warmup", "0.1", "--timeout", "0.2",
+                 "--cold-lines", "200000"])
+    log = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, log
+    for server in ("kdns", "dnsmasq"):
+        assert re.search(rf"^RESULT server={server} workload=cold qps_median=[1-9]", proc.stdout,
+                         re.M), log
+    assert "ratio kdns/dnsmasq cold:" in proc.stdout and "warning:" not in proc.stdout, log

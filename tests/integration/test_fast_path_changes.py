@@ -171,15 +171,20 @@ def test_mixed_case_spellings_share_one_entry(env: Env) -> None:
     assert len(env.disp.store) == size
 
 
-def test_corefile_reload_and_hosts_change_leave_cluster_names_on_the_fast_path(env: Env) -> None:
+def test_corefile_reload_and_hosts_change_leave_cluster_names_on_the_fast_path(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     _warm(env)
     # A hosts file change evicts the hosts replies only.
     (env.tmp / "hosts").write_text("192.0.2.2 www.example.com\n")
     until(lambda: env.addrs("www.example.com.") == ["192.0.2.2"])
     assert env.hit(A_NAME) and env.hit(f"x1.default.{Z}")
     # A Corefile reload drops everything once; then the same questions are hits again.
+    old = [h for h in env.server.handlers() if isinstance(h, KubernetesHandler)]
+    monkeypatch.setattr("kdns.server.app.RELOAD_GRACE", 0.05)
     env.server.reload(parse_corefile(textwrap.dedent(env.corefile), str(env.tmp / "Corefile")))
     until(lambda: env.ask(A_NAME).rcode() == dns.rcode.NOERROR)
+    # The old chain's watches stop after the grace period, not after this test.
+    until(lambda: all(h._source is None for h in old))
     hits = 0
     for _ in range(50):
         hits += env.hit(A_NAME)

@@ -99,6 +99,7 @@ def _reply(req: Request, rcode: int) -> DNSRecord:
 
 class AclHandler:
     name = "acl"
+    sees_every_query = True  # who asks decides the answer: never answered around this plugin
 
     def __init__(self, rules: list[Rule] | None = None) -> None:
         self.rules: list[Rule] = list(rules or ())

@@ -453,7 +453,8 @@ class CacheHandler:
         """CoreDNS's cache families (reference §3), from the plain counters."""
         labels = [server_label(ctx), self.cfg.zones[0] if self.cfg.zones else ".", VIEW]
         c = self.counters
-        replays = ctx.process.get("replays", {})
+        replays_now = ctx.process.get("replays")  # the server's count, read now
+        replays = replays_now() if callable(replays_now) else {}
         replayed = {kind: int(replays.get(token, 0)) for kind, token in self.replay_tokens.items()}
         entries = GaugeMetricFamily("coredns_cache_entries", "The number of elements in the cache.",
                                     labels=["server", "type", "zones", "view"])

@@ -118,6 +118,10 @@ class KubernetesHandler:
     def ready(self) -> bool:
         return self._builder.synced
 
+    def source_key(self) -> SourceKey:
+        """What this plugin reads (:class:`~kdns.plugins.base.SharesSource`)."""
+        return SourceKey.of(self.cfg)
+
     def namespace_of(self, ip: str) -> str | None:
         """The namespace of the pod with ``ip`` (autopath); None when unknown or ambiguous."""
         return self._builder.view.namespace_of(ip)

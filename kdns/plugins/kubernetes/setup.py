@@ -345,7 +345,7 @@ _NS_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def setup(directive: Directive, ctx: SetupContext) -> KubernetesHandler:
-    from kdns.plugins.kubernetes.handler import KubernetesHandler
+    from kdns.plugins.kubernetes.handler import KubernetesHandler, SourceKey
 
     if NAME in ctx.shared:
         raise error(directive, NAME, "kubernetes may be used only once per server block")
@@ -353,7 +353,8 @@ def setup(directive: Directive, ctx: SetupContext) -> KubernetesHandler:
     # In a worker of `kdns serve --workers N` the objects come from the supervisor's one shared
     # source per configuration, not from watches of this process's own.
     hub = ctx.process.get("source_hub")
-    handler = KubernetesHandler(cfg, source_factory=hub.factory(cfg) if hub else None)
+    handler = KubernetesHandler(cfg, source_factory=hub.factory(SourceKey.of(cfg)) if hub
+                                else None)
     ctx.shared[NAME] = handler
     return handler
 

@@ -16,8 +16,11 @@ Two paths, because kdns precomputes replies:
   shuffle when N <= 8, so over every N queries each record comes first exactly once; for larger
   N it is 8 orders whose first records are 8 distinct records drawn uniformly, each followed by a
   uniform shuffle of the rest. That bounds the stored bytes at 8 encodings per question while
-  every record is equally likely to lead; the cycle is drawn afresh whenever the data generation
-  moves and the store is rebuilt.
+  every record is equally likely to lead; the cycle is drawn afresh whenever the data the reply
+  was built from changes and the server stores it again.
+
+A reply with several addresses therefore never takes the server's wire-form cold path
+(:meth:`LoadBalanceHandler.passes`): it goes through this plugin.
 
 It runs only on misses, so it stays a handful of list operations per reply.
 """

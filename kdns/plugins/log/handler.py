@@ -188,6 +188,7 @@ class LogRule:
 
 class LogHandler:
     name = "log"
+    sees_every_query = True  # each query is a log line: never answered around this plugin
 
     def __init__(self, rules: list[LogRule]) -> None:
         self.rules = rules
