@@ -170,13 +170,14 @@ class Dispatcher:
     """Client address -> namespace scope, when a zone maps them (None: no attribution)."""
     scoped: bool = field(init=False, default=False)
     """Replies may be stored per client scope (``isolate`` with one scoper per listener)."""
-    client_counts: dict[tuple[str, int], int] = field(init=False, default_factory=dict)
-    """(client scope, rcode) -> replies (kdns_client_requests_total)."""
+    client_counts: dict[str, list[int]] = field(init=False, default_factory=dict)
+    """Client scope -> replies by rcode (index 0-15) (kdns_client_requests_total)."""
     waste_counts: dict[str, int] = field(init=False, default_factory=dict)
     """Client namespace -> search-waste NXDOMAINs (kdns_search_waste_total)."""
-    _scopes: dict[str, str] = field(init=False, default_factory=dict)
-    """Client address -> scope, as of the store's data version: emptied whenever data
-    changes (the view that maps addresses may have changed), so a hit reads one dict."""
+    _scopes: dict[str, tuple[str, list[int]]] = field(init=False, default_factory=dict)
+    """Client address -> (scope, that scope's counts), as of the store's data version: emptied
+    whenever data changes (the view that maps addresses may have changed), so a hit reads one
+    dict and increments one list slot."""
 
     def __post_init__(self) -> None:
         self.store = ReplyStore(self.stats, self.max_bytes)
@@ -191,12 +192,20 @@ class Dispatcher:
         # depend on the client are not stored at all (they are still answered right).
         self.scoped = len(scopers) == 1 and scopers[0].isolating
 
-    def _tally(self, who: str, rcode: int, waste: str | None) -> None:
-        """Count one reply to a client of scope ``who`` (plain integers, read at scrape)."""
-        key = (who, rcode)
-        counts = self.client_counts
-        counts[key] = counts.get(key, 0) + 1
-        if waste is not None and (waste == "*" or waste == who) and who[0] != "/":
+    def _client(self, ip: str) -> tuple[str, list[int]]:
+        """The scope of the client at ``ip`` and its counts (remembered until data changes)."""
+        assert self.who is not None
+        who = self.who(ip)
+        counts = self.client_counts.get(who)
+        if counts is None:
+            counts = self.client_counts[who] = [0] * 16
+        if len(self._scopes) >= MAX_SCOPES:
+            self._scopes.clear()
+        self._scopes[ip] = (who, counts)
+        return who, counts
+
+    def _waste(self, who: str, waste: str) -> None:
+        if (waste == "*" or waste == who) and who[0] != "/":
             self.waste_counts[who] = self.waste_counts.get(who, 0) + 1
 
     def route(self, qname_lower: str) -> Zone | None:
@@ -235,12 +244,8 @@ class Dispatcher:
         entry = entries.get(rest)
         who = None
         if self.who is not None and client is not None:
-            who = self._scopes.get(client[0])
-            if who is None:
-                who = self.who(client[0])
-                if len(self._scopes) >= MAX_SCOPES:
-                    self._scopes.clear()
-                self._scopes[client[0]] = who
+            known = self._scopes.get(client[0])
+            who, counts = known if known is not None else self._client(client[0])
             if entry is None and self.scoped:
                 entry = entries.get((who, rest))
         if entry is None or entry.tail is None:
@@ -255,7 +260,9 @@ class Dispatcher:
                 return None
             entry.hits += 1
             if who is not None:
-                self._tally(who, entry.rcode, entry.waste)
+                counts[entry.rcode] += 1
+                if entry.waste is not None:
+                    self._waste(who, entry.waste)
             reply = entry.reply
             if isinstance(reply, Rotation):
                 reply = reply.next()
@@ -264,7 +271,9 @@ class Dispatcher:
             return None  # a cache replay past its second: ask the cache again
         entry.hits += 1
         if who is not None:
-            self._tally(who, entry.rcode, entry.waste)
+            counts[entry.rcode] += 1
+            if entry.waste is not None:
+                self._waste(who, entry.waste)
         return data[:2] + entry.tail
 
     def cold(self, data: bytes, started: float) -> bytes | None:
@@ -302,14 +311,15 @@ class Dispatcher:
         """The slow path for one message; returns the reply bytes or None to stay silent."""
         out = self._handle(data, client)
         if out is not None and self.who is not None and len(out) > 3:
-            rcode = out[3] & 0xF
-            waste = None
-            if rcode == RCODE.NXDOMAIN:
-                waste = self._waste(data)
-            self._tally(self.who(client[0]), rcode, waste)
+            who, counts = self._client(client[0])
+            counts[out[3] & 0xF] += 1
+            if out[3] & 0xF == RCODE.NXDOMAIN:
+                waste = self._waste_of(data)
+                if waste is not None:
+                    self._waste(who, waste)
         return out
 
-    def _waste(self, data: bytes) -> str | None:
+    def _waste_of(self, data: bytes) -> str | None:
         k = wire.fast_key(data)
         q = None if k is None else wire.peek_plain(data, k[1])
         if q is None:

@@ -60,9 +60,11 @@ class ServerCollector(Collector):
         by_rcode: dict[tuple[str, str], int] = {}
         waste: dict[str, int] = {}
         for d in self._dispatchers():
-            for (who, code), n in list(d.client_counts.items()):
-                k = (UNKNOWN_CLIENT if who.startswith("/") else who, rcode_label(code))
-                by_rcode[k] = by_rcode.get(k, 0) + n
+            for who, counts in list(d.client_counts.items()):
+                for code, n in enumerate(counts):
+                    if n:
+                        k = (UNKNOWN_CLIENT if who.startswith("/") else who, rcode_label(code))
+                        by_rcode[k] = by_rcode.get(k, 0) + n
             for who, n in list(d.waste_counts.items()):
                 waste[who] = waste.get(who, 0) + n
         requests = CounterMetricFamily("kdns_client_requests", "Replies by the namespace of the "
