@@ -9,6 +9,7 @@ autopath tests do. Whether a reply came from the fast path is read from the list
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
@@ -418,3 +419,27 @@ def test_autopath_keeps_each_namespace_its_own_walk(autopath_env: Env) -> None:
     assert env.ask(f"web.a.c.svc.{Z}", C1).rcode() == dns.rcode.NXDOMAIN
     assert env.found(f"web.c.c.svc.{Z}", C1)  # its own Service, through the walk
     assert env.ask(walked, A2).answer  # a's other Pod gets a's walk
+
+
+@pytest.fixture
+def logged_env(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Env]:
+    caplog.set_level(logging.INFO, logger="kdns.log")
+    yield from _env(tmp_path, 'metadata\n            log . "{/kubernetes/client-namespace} '
+                              '{/kubernetes/client-pod-name} {name} {rcode}"')
+
+
+def test_log_lines_name_the_client_namespace_and_pod(
+        logged_env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    env = logged_env
+    caplog.clear()
+    env.ask(f"web.b.svc.{Z}", A2)
+    env.ask(f"web.b.svc.{Z}", A2)  # log sees every query: no fast path around it
+    env.ask(f"web.a.svc.{Z}", C1)
+    env.ask(f"web.shared.svc.{Z}", OUTSIDE)
+    lines = [r.getMessage() for r in caplog.records if r.name == "kdns.log"]
+    assert lines == [
+        f"a a2 web.b.svc.{Z} NOERROR",
+        f"a a2 web.b.svc.{Z} NOERROR",
+        f"c c1 web.a.svc.{Z} NXDOMAIN",
+        f"- - web.shared.svc.{Z} NOERROR",
+    ]
