@@ -63,8 +63,8 @@ class ProcessCounter:
 
     def report(self, ctx: SetupContext, name: str, documentation: str,
                labels: Sequence[str] = ()) -> Iterator[CounterMetricFamily]:
-        # The collector hands out a fresh "replays" table per scrape: it marks the scrape.
-        scrape = ctx.process.get("replays")
+        # The collector hands out a fresh "scrape" marker per scrape.
+        scrape = ctx.process.get("scrape")
         if scrape is not None and scrape is self._scrape:
             return
         self._scrape = scrape

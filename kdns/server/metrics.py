@@ -81,6 +81,9 @@ class ServerCollector(Collector):
         yield from (requests, wasted)
 
     def collect(self) -> Iterator[Any]:
+        # A fresh marker per scrape: plugins whose counters are shared by several blocks
+        # (``ProcessCounter``) report them once per scrape.
+        self.server.process["scrape"] = object()
         requests = CounterMetricFamily("coredns_dns_requests", "Counter of DNS requests made per "
                                        "zone, protocol and family.",
                                        labels=["server", "zone", "view", "proto", "family", "type"])
