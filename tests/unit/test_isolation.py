@@ -140,3 +140,30 @@ def test_search_waste_rule() -> None:
     assert h.client_scope("10.0.0.1") == "a"
     assert h.client_scope("::ffff:10.0.0.1") == "a"
     assert h.client_scope("10.0.0.2") == UNKNOWN
+
+
+def test_reply_store_evicts_scoped_entries_by_dependency() -> None:
+    from kdns.plugins.base import GENERATION
+    from kdns.server.stats import Entry, Stats
+    from kdns.server.store import ReplyStore
+
+    def entry(deps: tuple[object, ...]) -> Entry:
+        reply = b"\0\0\x81\x80" + b"r" * 36
+        return Entry(reply, ("z", "A", "NOERROR", "p", 0, len(reply), False), deps=deps)
+
+    store = ReplyStore(Stats())
+    key = b"q" * 20
+    ns_c, svc_c = ("ns", "c"), ("svc", "c", "web")
+    # One scoped entry alone under a key, then two sharing one, and an unscoped one.
+    assert store.put(("a", key), entry((ns_c, svc_c)), None)
+    assert store.put(("b", key), entry((ns_c,)), None)
+    assert store.put(key, entry((("ns", "a"),)), None)
+    assert store.put(("a", b"other" * 4), entry((svc_c,)), None)
+    assert len(store) == 4
+    GENERATION.bump([ns_c])  # c's annotation changed: who may see it changed
+    store.catch_up()
+    assert list(store.entries) == [key, ("a", b"other" * 4)]
+    GENERATION.bump([svc_c])
+    store.catch_up()
+    assert list(store.entries) == [key]
+    assert store.bytes == next(iter(store.entries.values())).size
