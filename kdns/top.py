@@ -101,9 +101,11 @@ def rows(text: str, source: str = "metrics") -> list[Row]:
     seen: set[str] = set()
     try:
         for fam in text_string_to_metric_families(text):
-            if fam.name not in (REQUESTS, WASTE):
+            # Without a TYPE line the family keeps the sample's name, suffix and all.
+            name = fam.name.removesuffix("_total")
+            if name not in (REQUESTS, WASTE):
                 continue
-            seen.add(fam.name)
+            seen.add(name)
             for s in fam.samples:
                 if not s.name.endswith("_total"):
                     continue
@@ -111,7 +113,7 @@ def rows(text: str, source: str = "metrics") -> list[Row]:
                 if ns is None:
                     raise TopError(f"{source}: {s.name} has no client_namespace label")
                 n = int(s.value)
-                if fam.name == REQUESTS:
+                if name == REQUESTS:
                     queries[ns] = queries.get(ns, 0) + n
                     if s.labels.get("rcode") == "NXDOMAIN":
                         nx[ns] = nx.get(ns, 0) + n
