@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kdns.k8s.objects import parse_pod
-from kdns.plugins.kubernetes.view import ViewBuilder
+from kdns.plugins.kubernetes.builder import ViewBuilder
 
 GOAL_MB_PER_1000 = 0.5
 

@@ -1,18 +1,47 @@
-"""Helpers for plugins that write or change replies: the reply skeletons (authoritative, as
-kubernetes and file write them; plain, as miekg/dns's SetReply), a reply copy safe to change,
-and chasing an out-of-zone CNAME target through the rest of the chain."""
+"""Helpers for plugins that write or change replies: the authoritative answer they compute
+(kubernetes, file), the reply skeletons (authoritative; plain, as miekg/dns's SetReply), a
+reply copy safe to change, and chasing an out-of-zone CNAME target through the rest of the
+chain."""
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
 
 from dnslib import RCODE, RR, DNSHeader, DNSQuestion, DNSRecord
 
 from kdns.plugins.base import Next, Request
 
 log = logging.getLogger("kdns.server")
+
+MAX_CHASE = 8
+"""In-zone CNAME hops followed before giving up (loops)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What an authoritative plugin's pure answer function says for one question."""
+
+    rcode: int
+    answer: tuple[RR, ...] = ()
+    authority: tuple[RR, ...] = ()
+    additional: tuple[RR, ...] = ()
+    name_error: bool = False
+    """The query name itself does not exist (NXDOMAIN): what ``fallthrough`` acts on."""
+    aa: bool = True
+    chase: str | None = None
+    """A CNAME target outside the plugin's zones, for the handler to resolve through the rest
+    of the chain (stub resolvers such as glibc's do not chase a CNAME themselves)."""
+    deps: tuple[Hashable, ...] = ()
+    """What the answer was read from (``Response.deps``)."""
+
+
+def answer_reply(req: Request, ans: Answer) -> DNSRecord:
+    """The reply to ``req`` carrying ``ans``."""
+    return authoritative_reply(req, ans.rcode, ans.aa, ans.answer, ans.authority,
+                               ans.additional)
 
 
 def authoritative_reply(req: Request, rcode: int, aa: bool, answer: Iterable[RR],

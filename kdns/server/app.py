@@ -8,6 +8,7 @@ fails readiness at once, keeps serving for the ``health`` plugin's lameduck peri
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import threading
@@ -250,6 +251,9 @@ class KdnsServer:
         """Probes, then plugins (which may wait for their first sync), then DNS listeners."""
         self.start_http()
         self.start_plugins()
+        # What start-up built (modules, the first view) lives as long as the process: keep
+        # it out of the cyclic collector's full passes, which the stored replies trigger.
+        gc.freeze()
         self.start_listeners()
         self._started_hooks()
 

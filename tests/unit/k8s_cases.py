@@ -461,7 +461,7 @@ def build_config(config: str, *, local_ips: tuple[str, ...] = LOCAL_IPS) -> Any:
 def demo_view(cfg: Any, objects: list[dict[str, Any]] | None = None) -> Any:
     """A synced View of the demo objects as ``cfg`` would watch them."""
     from kdns.k8s.objects import PARSERS
-    from kdns.plugins.kubernetes.view import ViewBuilder
+    from kdns.plugins.kubernetes.builder import ViewBuilder
 
     builder = ViewBuilder(cfg.kinds, namespaces=cfg.namespaces,
                           endpoint_pod_names=cfg.endpoint_pod_names, now=lambda: SERIAL)

@@ -13,9 +13,9 @@ from kdns.config.parser import parse_corefile
 from kdns.k8s.objects import Namespace, ObjectError, Pod, parse_namespace, parse_service
 from kdns.plugins.kubernetes import setup as ksetup
 from kdns.plugins.kubernetes.answer import AMBIGUOUS, UNKNOWN, answer
+from kdns.plugins.kubernetes.builder import ViewBuilder
 from kdns.plugins.kubernetes.handler import KubernetesHandler
 from kdns.plugins.kubernetes.setup import Isolation, KubernetesConfig, parse_config
-from kdns.plugins.kubernetes.view import ViewBuilder
 from kdns.plugins.setup_context import Overrides, SetupContext
 from tests import fakeapi
 

@@ -14,9 +14,10 @@ from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from kdns.k8s.objects import PARSERS
 from kdns.plugins.base import GENERATION, Request, Response
 from kdns.plugins.kubernetes.answer import _srv_weight, answer, pod_ip
+from kdns.plugins.kubernetes.builder import ViewBuilder
 from kdns.plugins.kubernetes.handler import KubernetesHandler
 from kdns.plugins.kubernetes.setup import KubernetesConfig
-from kdns.plugins.kubernetes.view import View, ViewBuilder, dashed, reverse_ip
+from kdns.plugins.kubernetes.view import View, dashed, reverse_ip
 
 _CACHE: dict[str, tuple[Any, Any]] = {}
 

@@ -11,7 +11,8 @@ import k8s_cases as kc
 
 from kdns.k8s.objects import parse_endpoint_slice, parse_namespace, parse_pod, parse_service
 from kdns.plugins.base import GENERATION
-from kdns.plugins.kubernetes.view import View, ViewBuilder
+from kdns.plugins.kubernetes.builder import ViewBuilder
+from kdns.plugins.kubernetes.view import View
 
 KINDS = ("services", "endpointslices", "namespaces")
 

@@ -19,8 +19,8 @@ from dnslib import QTYPE, DNSRecord
 from kdns.config.parser import parse_corefile
 from kdns.k8s.objects import PARSERS
 from kdns.plugins.base import Request, Response
+from kdns.plugins.kubernetes.builder import ViewBuilder
 from kdns.plugins.kubernetes.handler import KubernetesHandler
-from kdns.plugins.kubernetes.view import ViewBuilder
 from kdns.server.app import KdnsServer, ServeOptions
 from kdns.server.dispatch import Dispatcher, Zone, build_chain, cold_path
 from tests.unit import k8s_cases as kc
@@ -186,3 +186,20 @@ def test_a_plugin_that_must_see_every_query_turns_the_cold_path_off() -> None:
 def test_questions_the_cold_path_leaves_to_the_parser(data: bytes) -> None:
     with_cold, _general = _dispatchers("default")
     assert with_cold.cold(data, 0.0) is None
+
+
+@pytest.mark.parametrize(("option", "taken"), [
+    ("fallthrough", False),                      # every zone: NXDOMAIN is the next plugin's
+    ("fallthrough cluster.local", False),
+    ("fallthrough svc.cluster.local", False),    # a zone below: it may cover the name
+    ("fallthrough in-addr.arpa ip6.arpa", True),  # kubeadm's: cluster names stay here
+])
+def test_fallthrough_leaves_nxdomain_to_the_chain(option: str, taken: bool) -> None:
+    kc.CONFIGS["_ft"] = (*kc.CONFIGS["default"], option)
+    try:
+        kube = _handler("_ft")
+    finally:
+        del kc.CONFIGS["_ft"]
+    nx = kube.answer_wire(f"nope.default.svc.{kc.Z}", QTYPE_OF["A"])
+    assert (nx is not None) == taken
+    assert kube.answer_wire(f"kubia.default.svc.{kc.Z}", QTYPE_OF["A"]) is not None

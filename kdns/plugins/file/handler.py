@@ -37,36 +37,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from dnslib import CLASS, QTYPE, RCODE, RR, DNSRecord
+from dnslib import CLASS, QTYPE, RCODE, RR
 
 from kdns.config.zones import in_zone, longest_zone
-from kdns.plugins.answering import authoritative_reply, chase
+from kdns.plugins.answering import MAX_CHASE, Answer, answer_reply, chase
 from kdns.plugins.base import GENERATION, Next, Request, Response
 from kdns.plugins.file.setup import NAME, FileConfig, Zone, ZoneFileError, build_zone, parent
 from kdns.plugins.poller import Poller
 
 log = logging.getLogger("kdns.file")
 
-MAX_CHASE = 8
-"""In-zone CNAME hops followed before giving up (CoreDNS's limit; also ends loops)."""
 
 _SOA, _NS, _CNAME, _DS, _A, _AAAA, _MX, _SRV = (
     QTYPE.SOA, QTYPE.NS, QTYPE.CNAME, QTYPE.DS, QTYPE.A, QTYPE.AAAA, QTYPE.MX, QTYPE.SRV)
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    rcode: int
-    answer: tuple[RR, ...] = ()
-    authority: tuple[RR, ...] = ()
-    additional: tuple[RR, ...] = ()
-    aa: bool = True
-    name_error: bool = False
-    """The query name itself does not exist: what ``fallthrough`` acts on."""
-    external: str | None = None
-    """A CNAME target outside the zone, for the handler to resolve through the chain."""
 
 
 def _owned(rr: RR, owner: str) -> RR:
@@ -180,13 +164,13 @@ def _resolve(q: _Q, qname: str, name: str, depth: int) -> Answer:
 def _chase(q: _Q, chain: list[RR], target: str, depth: int) -> Answer:
     zone = q.zone
     if not in_zone(target, zone.origin):
-        return Answer(RCODE.NOERROR, tuple(chain), q.apex_ns(), external=target)
+        return Answer(RCODE.NOERROR, tuple(chain), q.apex_ns(), chase=target)
     if depth >= MAX_CHASE or _cut(zone, target, q.qtype) is not None:
         # Too long (or a loop), or delegated away: the resolver follows the last CNAME itself.
         return Answer(RCODE.NOERROR, tuple(chain), q.apex_ns())
     sub = _resolve(q, target, target, depth + 1)
     return Answer(sub.rcode, (*chain, *sub.answer), sub.authority, sub.additional,
-                  external=sub.external)
+                  chase=sub.chase)
 
 
 # -- the handler ---------------------------------------------------------------------------------
@@ -243,20 +227,12 @@ class FileHandler:
             ans = lookup(zone, req.qname, req.qtype)
         if ans.name_error and self.cfg.fallthrough_covers(req.qname_lower):
             return nxt(req)
-        reply = self._reply(req, ans)
-        if ans.external is not None:
-            self._chase(req, ans.external, reply, nxt)
+        reply = answer_reply(req, ans)
+        if ans.chase is not None:
+            # RFC 6604: the rcode of the last name in the chain (an NXDOMAIN target counts).
+            chase(req, ans.chase, reply, nxt, last_rcode=True)
             return Response(reply, self.name)
         return Response(reply, self.name, fast=True, deps=(("file", id(self), origin),))
-
-    @staticmethod
-    def _reply(req: Request, ans: Answer) -> DNSRecord:
-        return authoritative_reply(req, ans.rcode, ans.aa, ans.answer, ans.authority,
-                                   ans.additional)
-
-    @staticmethod
-    def _chase(req: Request, target: str, reply: DNSRecord, nxt: Next) -> None:
-        chase(req, target, reply, nxt, last_rcode=True)
 
     # -- reloading --------------------------------------------------------------------------
 

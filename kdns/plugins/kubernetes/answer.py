@@ -16,12 +16,13 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Hashable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from dnslib import AAAA, CNAME, NS, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, A
 
 from kdns.config.zones import in_zone
 from kdns.k8s.objects import Port
+from kdns.plugins.answering import MAX_CHASE, Answer
 from kdns.plugins.kubernetes import deps as dep
 from kdns.plugins.kubernetes.setup import KubernetesConfig, is_reverse
 from kdns.plugins.kubernetes.view import SvcEntry, View, reverse_ip
@@ -29,29 +30,10 @@ from kdns.plugins.kubernetes.view import SvcEntry, View, reverse_ip
 SCHEMA_VERSION = "1.1.0"
 DNS_VERSION_TTL = 28800
 SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 7200, 1800, 86400
-MAX_CHASE = 8
-"""In-zone CNAME hops followed for an ExternalName before giving up (loops)."""
 
 _A, _AAAA, _SRV, _PTR, _TXT, _SOA, _NS, _CNAME = (
     QTYPE.A, QTYPE.AAAA, QTYPE.SRV, QTYPE.PTR, QTYPE.TXT, QTYPE.SOA, QTYPE.NS, QTYPE.CNAME)
 _TRANSFERS = (QTYPE.AXFR, QTYPE.IXFR)
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    rcode: int
-    answer: tuple[RR, ...] = ()
-    authority: tuple[RR, ...] = ()
-    additional: tuple[RR, ...] = ()
-    name_error: bool = False
-    """NXDOMAIN: eligible for ``fallthrough``, and SERVFAIL before the view is synced."""
-    aa: bool = True
-    chase: str | None = None
-    """An ExternalName target outside the plugin's zones that the handler may resolve through
-    the rest of the chain (CoreDNS's upstream lookup), so stub resolvers get the address too."""
-    deps: tuple[Hashable, ...] = ()
-    """What in the view the answer was read from (:mod:`kdns.plugins.kubernetes.deps` keys):
-    a stored copy stays valid until the view builder reports a change of one of them."""
 
 
 class _Q:

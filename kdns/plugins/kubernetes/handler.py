@@ -13,17 +13,18 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from dnslib import QTYPE, RCODE, DNSRecord
+from dnslib import QTYPE, RCODE
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
-from kdns.config.zones import longest_zone
+from kdns.config.zones import in_zone, longest_zone
 from kdns.k8s.source import ResourceSpec, Sink, Source, SourceFactory
-from kdns.plugins.answering import authoritative_reply, chase
+from kdns.plugins.answering import Answer, answer_reply, chase
 from kdns.plugins.base import Next, Request, Response, WireAnswer, with_deps
-from kdns.plugins.kubernetes.answer import AMBIGUOUS, UNKNOWN, Answer, answer
+from kdns.plugins.kubernetes.answer import AMBIGUOUS, UNKNOWN, answer
+from kdns.plugins.kubernetes.builder import PROGRAMMING_BUCKETS, ViewBuilder
 from kdns.plugins.kubernetes.metadata import labels as metadata_labels
 from kdns.plugins.kubernetes.setup import KubernetesConfig, is_reverse
-from kdns.plugins.kubernetes.view import PROGRAMMING_BUCKETS, View, ViewBuilder
+from kdns.plugins.kubernetes.view import View
 from kdns.plugins.kubernetes.wire_answer import answer_wire
 from kdns.plugins.metrics import buckets
 from kdns.plugins.setup_context import SetupContext
@@ -104,6 +105,12 @@ class KubernetesHandler:
         self.attributing = cfg.pods == "verified"
         """Client addresses map to namespaces (:class:`~kdns.plugins.base.ClientScoper`)."""
         self.isolating = cfg.isolate is not None
+        self._ft_below = frozenset(
+            z for z in self._forward if cfg.fallthrough is not None and (
+                not cfg.fallthrough or any(in_zone(f, z) or in_zone(z, f)
+                                           for f in cfg.fallthrough)))
+        """Forward zones where ``fallthrough`` may cover a name (else no NXDOMAIN needs the
+        check: kubeadm's ``fallthrough in-addr.arpa ip6.arpa`` leaves cluster.local alone)."""
 
     # -- what other plugins and the server read ---------------------------------------------
 
@@ -196,10 +203,10 @@ class KubernetesHandler:
                 return with_deps(nxt(req), ans.deps)
             if not view.synced:
                 ans = Answer(RCODE.SERVFAIL, authority=ans.authority)
-        reply = self._reply(req, ans)
+        reply = answer_reply(req, ans)
         chased = ans.chase is not None and req.qtype != QTYPE.CNAME
         if chased:
-            self._chase(req, ans.chase or "", reply, nxt)
+            chase(req, ans.chase or "", reply, nxt, last_rcode=False)
         # The reply depends only on the question and this view unless it carries upstream data.
         fast = view.synced and not chased and ans.rcode != RCODE.SERVFAIL
         return Response(reply, self.name, fast=fast, deps=ans.deps)
@@ -210,16 +217,8 @@ class KubernetesHandler:
         zone = self.zone_of(qname_lower)
         if zone is None or zone not in self._forward or self.isolating:
             return None  # under isolate the answer depends on the client: the chain decides
-        return answer_wire(qname_lower, qtype, self._builder.view, self.cfg, zone)
-
-    @staticmethod
-    def _reply(req: Request, ans: Answer) -> DNSRecord:
-        return authoritative_reply(req, ans.rcode, ans.aa, ans.answer, ans.authority,
-                                   ans.additional)
-
-    @staticmethod
-    def _chase(req: Request, target: str, reply: DNSRecord, nxt: Next) -> None:
-        chase(req, target, reply, nxt, last_rcode=False)
+        return answer_wire(qname_lower, qtype, self._builder.view, self.cfg, zone,
+                           zone in self._ft_below)
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -32,10 +32,11 @@ _GENERAL = frozenset({QTYPE.SRV, QTYPE.ANY, QTYPE.AXFR, QTYPE.IXFR})
 _NOERROR, _NXDOMAIN = RCODE.NOERROR, RCODE.NXDOMAIN
 
 
-def answer_wire(qname: str, qtype: int, view: View, cfg: KubernetesConfig,
-                zone: str) -> WireAnswer | None:
+def answer_wire(qname: str, qtype: int, view: View, cfg: KubernetesConfig, zone: str,
+                fallthrough: bool = True) -> WireAnswer | None:
     """The wire answer for ``qname`` (lower case, trailing dot, plain labels) in ``zone``
-    (one of the plugin's forward zones, not the root), or None for the general path."""
+    (one of the plugin's forward zones, not the root), or None for the general path.
+    ``fallthrough`` False says no ``fallthrough`` zone can cover a name of ``zone``."""
     if qtype in _GENERAL or not view.synced:
         return None
     rel = qname[: len(qname) - len(zone) - 1]
@@ -45,13 +46,13 @@ def answer_wire(qname: str, qtype: int, view: View, cfg: KubernetesConfig,
     ns = labels[-2]
     deps: list[Hashable] = [("ns", ns)]  # deps.namespace(ns), inline on this path
     if not view.namespace_exists(ns):
-        return _negative(qname, zone, view, cfg, _NXDOMAIN, deps)
+        return _negative(qname, zone, view, cfg, _NXDOMAIN, deps, fallthrough)
     if len(labels) == 2:
-        return _negative(qname, zone, view, cfg, _NOERROR, deps)  # an empty non-terminal
+        return _negative(qname, zone, view, cfg, _NOERROR, deps, fallthrough)  # an empty non-terminal
     deps.append(("svc", ns, labels[0]))  # deps.service(ns, name)
     entry = view.service(ns, labels[0])
     if entry is None:
-        return _negative(qname, zone, view, cfg, _NXDOMAIN, deps)
+        return _negative(qname, zone, view, cfg, _NXDOMAIN, deps, fallthrough)
     svc = entry.service
     if svc.type == "ExternalName":
         return None
@@ -62,25 +63,25 @@ def answer_wire(qname: str, qtype: int, view: View, cfg: KubernetesConfig,
     else:
         ips = list(svc.cluster_ips)
     if not ips:
-        return _negative(qname, zone, view, cfg, _NXDOMAIN, deps)
+        return _negative(qname, zone, view, cfg, _NXDOMAIN, deps, fallthrough)
     if qtype == _A:
         fam, rtype, af = ".", b"\x00\x01\x00\x01", socket.AF_INET
     elif qtype == _AAAA:
         fam, rtype, af = ":", b"\x00\x1c\x00\x01", socket.AF_INET6
     else:
-        return _negative(qname, zone, view, cfg, _NOERROR, deps)
+        return _negative(qname, zone, view, cfg, _NOERROR, deps, fallthrough)
     head = b"\xc0\x0c" + rtype + struct.pack("!I", cfg.ttl)
     records = [head + struct.pack("!H", 4 if af == socket.AF_INET else 16)
                + socket.inet_pton(af, ip) for ip in dict.fromkeys(ip for ip in ips if fam in ip)]
     if not records:
-        return _negative(qname, zone, view, cfg, _NOERROR, deps)
+        return _negative(qname, zone, view, cfg, _NOERROR, deps, fallthrough)
     return WireAnswer(_NOERROR, len(records), 0, b"".join(records), tuple(deps))
 
 
 def _negative(qname: str, zone: str, view: View, cfg: KubernetesConfig, rcode: int,
-              deps: list[Hashable]) -> WireAnswer | None:
+              deps: list[Hashable], fallthrough: bool) -> WireAnswer | None:
     """NXDOMAIN or NODATA with the zone's SOA in Authority (RFC 2308)."""
-    if rcode == _NXDOMAIN and cfg.fallthrough_covers(qname):
+    if rcode == _NXDOMAIN and fallthrough and cfg.fallthrough_covers(qname):
         return None  # the rest of the chain answers that
     # The zone's labels are the question's last ones: point at them there.
     ptr = (0xC000 | (12 + len(qname) - len(zone))).to_bytes(2, "big")
