@@ -43,6 +43,12 @@ HL_IP = "10.244.3.5"
 """The endpoint of c's headless Service ``hl`` (hostname ``db-0``)."""
 
 
+ISOLATE = """isolate {
+                    allow shared
+                    unknown deny
+                }"""
+
+
 def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
     t0 = time.monotonic()
     while not check():
@@ -109,7 +115,12 @@ def autopath_env(tmp_path: Path) -> Iterator[Env]:
     yield from _env(tmp_path, "autopath @kubernetes")
 
 
-def _env(tmp_path: Path, front: str) -> Iterator[Env]:
+@pytest.fixture
+def open_env(tmp_path: Path) -> Iterator[Env]:
+    yield from _env(tmp_path, "", isolate=False)
+
+
+def _env(tmp_path: Path, front: str, *, isolate: bool = True) -> Iterator[Env]:
     with fakeapi.FakeApiServer(bookmark_interval=0.2) as api:
         api.add("namespaces", fakeapi.namespace("a"))
         api.add("namespaces", fakeapi.namespace(
@@ -143,14 +154,11 @@ def _env(tmp_path: Path, front: str) -> Iterator[Env]:
             prometheus 127.0.0.1:{mport}
             cache 30
             {front}
-            hosts {hosts} example.com
+            {f"hosts {hosts} example.com" if isolate else ""}
             kubernetes {Z} in-addr.arpa {{
                 kubeconfig {kubeconfig}
                 pods verified
-                isolate {{
-                    allow shared
-                    unknown deny
-                }}
+                {ISOLATE if isolate else ""}
                 startup_timeout 5s
             }}
         }}
@@ -443,3 +451,21 @@ def test_log_lines_name_the_client_namespace_and_pod(
         f"c c1 web.a.svc.{Z} NXDOMAIN",
         f"- - web.shared.svc.{Z} NOERROR",
     ]
+
+
+def test_counts_without_isolation_take_the_cold_and_fast_paths_too(open_env: Env) -> None:
+    env = open_env
+    wasted = f"example.com.svc.{Z}"  # 'example.com' with the svc.<zone> search suffix
+    w, nx = env.waste("c"), env.client_count("c", "NXDOMAIN")
+    slow = env.disp.counters.slow
+    # No hosts in front (it would see every name): cluster names take the cold path first.
+    assert env.disp.zones["."].cold is not None
+    assert env.ask(wasted, C1).rcode() == dns.rcode.NXDOMAIN
+    assert env.hit(wasted, C1).rcode() == dns.rcode.NXDOMAIN
+    assert env.hit(wasted, C1).rcode() == dns.rcode.NXDOMAIN
+    assert env.disp.counters.slow == slow + 1
+    assert env.waste("c") == w + 3
+    assert env.client_count("c", "NXDOMAIN") == nx + 3
+    # Not isolated: every client sees every namespace, and one stored reply serves them all.
+    assert env.found(f"web.c.svc.{Z}", A1)
+    assert env.hit(f"web.c.svc.{Z}", B1).answer
