@@ -317,13 +317,22 @@ def kubeadm_plugins() -> tuple[list[str], list[str]]:
 
 
 def kdns_corefile(port: int, manifests: Path, upstream: int, http_ports: Sequence[int],
-                  plugins: str, optional: Sequence[str]) -> str:
+                  plugins: str, optional: Sequence[str], pods: str = "insecure",
+                  namespaces: int = 0) -> str:
     """kubeadm's Corefile (reference §2.2) on loopback ports; ``plugins="minimal"`` keeps only
-    what answers (kubernetes, forward, cache), to see what the others cost."""
+    what answers (kubernetes, forward, cache), to see what the others cost. ``pods``:
+    ``insecure`` (kubeadm's), ``verified`` (per-client counts on), or ``isolate`` (verified
+    plus ``isolate`` allowing every one of the ``namespaces``, so the answers stay the same
+    and only what isolation costs changes)."""
+    iso = ""
+    if pods == "isolate":
+        allow = " ".join(f"ns{k}" for k in range(namespaces))
+        iso = f"        isolate {{\n            allow {allow}\n        }}\n"
     kube = (
         "    kubernetes cluster.local in-addr.arpa ip6.arpa {\n"
         f"        manifests {manifests}\n"
-        "        pods insecure\n"
+        f"        pods {'insecure' if pods == 'insecure' else 'verified'}\n"
+        f"{iso}"
         "        fallthrough in-addr.arpa ip6.arpa\n"
         f"        ttl {TTL}\n"
         "    }\n"
@@ -379,8 +388,21 @@ def start_kdns(ctx: Context) -> Server:
     port = free_port()
     corefile = ctx.tmp / "Corefile"
     http_ports = [free_port() for _ in range(3)]
-    corefile.write_text(kdns_corefile(port, ctx.data.manifests, ctx.upstream_port, http_ports,
-                                      ctx.args.plugins, ctx.optional_plugins))
+    manifests = ctx.data.manifests
+    if ctx.args.kube_pods != "insecure":
+        # The load generator's address is a Pod of ns0, so every query is attributed (and,
+        # with isolate, stored under ns0's scope).
+        manifests = ctx.tmp / "kdns-manifests"
+        manifests.mkdir(exist_ok=True)
+        shutil.copy(ctx.data.manifests, manifests / "services.yaml")
+        (manifests / "pods.yaml").write_text(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: loadgen\n  namespace: ns0\n"
+            "spec:\n  containers: []\nstatus:\n  phase: Running\n  podIP: 127.0.0.1\n"
+            "  podIPs:\n  - ip: 127.0.0.1\n")
+    corefile.write_text(kdns_corefile(port, manifests, ctx.upstream_port, http_ports,
+                                      ctx.args.plugins, ctx.optional_plugins,
+                                      pods=ctx.args.kube_pods,
+                                      namespaces=ctx.args.namespaces))
     log = ctx.tmp / "kdns.log"
     cmd = [*ctx.pin.prefix(ctx.pin.server_cpu), *kdns_cmd(ctx, corefile)]
     with log.open("wb") as out:
@@ -773,7 +795,8 @@ def report(
     print(
         f"{args.n} services + {args.n // 5} headless in {args.namespaces} namespaces, "
         f"{args.reps} rep(s) x {args.duration:g} s per server and workload "
-        f"(after a {args.warmup:g} s warm-up); kdns plugins: {args.plugins}"
+        f"(after a {args.warmup:g} s warm-up); kdns plugins: {args.plugins}, "
+        f"pods: {args.kube_pods}"
     )
     print(f"load: {gen_.describe()}; {pin.describe()}")
     for note in notes:
@@ -917,6 +940,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="cold: names per rep's query file (more than a run sends)")
     p.add_argument("--plugins", choices=("kubeadm", "minimal"), default="kubeadm",
                    help="kdns Corefile: kubeadm's plugin set, or kubernetes+forward+cache only")
+    p.add_argument("--kube-pods", choices=("insecure", "verified", "isolate"),
+                   default="insecure", help="kdns's kubernetes block: kubeadm's 'pods insecure', "
+                   "'pods verified' (per-client counts), or verified with 'isolate' allowing "
+                   "every namespace (same answers; the load generator is a Pod of ns0)")
     p.add_argument("--rate", type=int, default=2000, help="QPS of the fixed-rate workload")
     p.add_argument("--generator", choices=("auto", "dnsperf", "python"), default="auto")
     p.add_argument("--outstanding", type=int, default=200,

@@ -385,6 +385,24 @@ def node_cache(args: tuple[str, ...]) -> None:
     sys.exit(run(params, lambda line: click.echo(line, err=True)))
 
 
+@main.command()
+@click.option("--metrics", "url", required=True, metavar="URL",
+              help="The server's /metrics, e.g. http://127.0.0.1:9153/metrics.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=30, show_default=True,
+              help="Namespaces shown (most queries first).")
+@click.option("--timeout", type=click.FloatRange(0.1, 60), default=5.0, show_default=True)
+def top(url: str, limit: int, timeout: float) -> None:
+    """Per client namespace: queries, NXDOMAIN share, search waste and the fix for it."""
+    from kdns.top import TopError, fetch, render, rows
+
+    try:
+        table = rows(fetch(url, timeout), url)
+    except TopError as err:
+        click.echo(f"kdns: {err}", err=True)
+        sys.exit(EXIT_CONFIG)
+    click.echo(render(table, limit), nl=False)
+
+
 if __name__ == "__main__":  # pragma: no cover - `python -m kdns.cli`
     main()
 

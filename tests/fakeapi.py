@@ -226,8 +226,10 @@ def imported_slice(
                               "multicluster.kubernetes.io/source-cluster": cluster})
 
 
-def namespace(name: str, *, labels: Mapping[str, str] | None = None) -> Obj:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(None, name, labels, None),
+def namespace(name: str, *, labels: Mapping[str, str] | None = None,
+              annotations: Mapping[str, str] | None = None) -> Obj:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": _meta(None, name, labels, annotations),
             "status": {"phase": "Active"}}
 
 

@@ -12,6 +12,7 @@ It knows no DNS: names are stored as the API gives them (lower case by API valid
 from __future__ import annotations
 
 import ipaddress
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -91,6 +92,9 @@ class EndpointSlice:
 @dataclass(frozen=True, slots=True)
 class Namespace:
     name: str
+    visible_to: frozenset[str] | None = None
+    """The client namespaces its ``kdns.io/dns-visible-to`` annotation names (``*``: every
+    client); None without the annotation. Only the kubernetes plugin's ``isolate`` reads it."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -280,9 +284,30 @@ def parse_endpoint_slice(obj: Any) -> EndpointSlice:
     )
 
 
+VISIBLE_TO_ANNOTATION = "kdns.io/dns-visible-to"
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def parse_visible_to(value: Any) -> frozenset[str]:
+    """The ``kdns.io/dns-visible-to`` value: ``*`` or comma-separated namespace names
+    (spaces around commas allowed); raises :class:`ObjectError` naming what is wrong."""
+    what = f"metadata.annotations[{VISIBLE_TO_ANNOTATION!r}]"
+    text = _str(value, what).strip()
+    if text == "*":
+        return frozenset({"*"})
+    names = [part.strip() for part in text.split(",")]
+    for n in names:
+        if not _DNS_LABEL.fullmatch(n):
+            raise ObjectError(f"{what}: {n!r} is not a namespace name (want '*' or a "
+                              f"comma-separated list of namespaces)")
+    return frozenset(_intern(n) for n in names)
+
+
 def parse_namespace(obj: Any) -> Namespace:
-    _, name, _ = _meta(obj, namespaced=False)
-    return Namespace(name)
+    _, name, meta = _meta(obj, namespaced=False)
+    annotations = _mapping(meta.get("annotations"), "metadata.annotations")
+    raw = annotations.get(VISIBLE_TO_ANNOTATION)
+    return Namespace(name, None if raw is None else parse_visible_to(raw))
 
 
 def parse_pod(obj: Any) -> Pod:

@@ -136,6 +136,34 @@ def always_passes(self: object, qname_lower: str, qtype: int, answers: int) -> b
 
 
 @runtime_checkable
+class ClientScoper(Protocol):
+    """A plugin that knows which namespace a client address is (the kubernetes plugin with
+    ``pods verified``): the server counts requests per client namespace with it, and, when
+    ``isolating``, keys the stored replies of its zones by :meth:`client_scope`.
+
+    A plugin whose reply depended on the client's scope adds that scope to the set
+    ``req.meta["scopes"]`` (creating it when absent): the server stores such a reply only
+    under that one scope; a plugin that keeps replies across clients must not keep it (the
+    cache passes the kubernetes plugin's names by). The server creates the set before the
+    chain runs and sub-requests copy ``meta`` shallowly, so a walk's steps share it."""
+
+    name: str
+    attributing: bool
+    """Client addresses map to namespaces (``pods verified``)."""
+    isolating: bool
+    """Replies depend on the client's scope (``isolate``)."""
+
+    def client_scope(self, ip: str) -> str:
+        """The client's namespace, or a name starting with ``/`` (no Pod, several Pods)."""
+        ...
+
+    def waste_for(self, qname_lower: str) -> str | None:
+        """For an NXDOMAIN to ``qname_lower``: ``*`` when it is search waste for every client
+        of a known namespace, a namespace when only for that namespace's clients, else None."""
+        ...
+
+
+@runtime_checkable
 class SeesEveryQuery(Protocol):
     """A plugin that must see every query (``log``, ``acl``): with it in a block, the server
     answers nothing from stored replies or in wire form; every query runs the chain.

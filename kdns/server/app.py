@@ -26,7 +26,7 @@ from kdns.plugins.base import GENERATION, ErrorReporter, SeesEveryQuery
 from kdns.plugins.http import Route
 from kdns.plugins.metrics import listen_label
 from kdns.plugins.setup_context import Overrides, SetupContext
-from kdns.server.dispatch import Dispatcher, Zone, build_chain, cold_path
+from kdns.server.dispatch import Dispatcher, Zone, build_chain, client_scoper, cold_path
 from kdns.server.httpd import HttpEndpoint
 from kdns.server.listeners import (
     Limits,
@@ -99,6 +99,7 @@ class Listener:
         self.zones = zones
         for side in self.sides():
             side.dispatcher.zones = zones
+            side.dispatcher.rescope()
 
     def sides(self) -> list[UdpListener | TcpListener]:
         out: list[UdpListener | TcpListener] = [s for s in (self.udp, self.tcp) if s is not None]
@@ -228,7 +229,8 @@ class KdnsServer:
                                                any(getattr(h, "blocking", False)
                                                    for h in blk.handlers),
                                                tuple(h.name for h in blk.handlers),
-                                               cold_path(blk.handlers))
+                                               cold_path(blk.handlers),
+                                               client_scoper(blk.handlers))
         return blocks, list(by_addr.values())
 
     @staticmethod

@@ -16,6 +16,12 @@ The hot path, written down (STYLE):
    (TC when cut) -> send, and store the bytes (:mod:`kdns.server.store`) when the plugin that
    answered says the reply is ``fast``, under its dependency keys, stamped with that version:
    the store refuses it if one of those keys changed in the meantime.
+
+Per client (a zone's :class:`~kdns.plugins.base.ClientScoper`, ``pods verified``): each reply,
+fast or slow, is counted under the client's namespace and rcode in plain integers (with its
+search waste); under ``isolate`` a reply that depended on the client's namespace is stored
+under (namespace, key) and found by the fast path only for clients of that namespace, so the
+hit costs one more dict lookup (address -> namespace) and no name crosses tenants.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from dnslib import RCODE, DNSRecord
 from kdns.dns import wire
 from kdns.plugins.base import (
     GENERATION,
+    ClientScoper,
     Next,
     Request,
     Response,
@@ -48,6 +55,8 @@ log = logging.getLogger("kdns.server")
 
 SEEN_ONCE = 8192
 """Cold-path denials remembered until they are asked again (at most 0.8 MiB per listener)."""
+MAX_SCOPES = 65536
+"""Client addresses whose scope a listener remembers between data changes."""
 
 
 @dataclass(slots=True)
@@ -67,6 +76,16 @@ class Zone:
     """Directive names of the block, for ``coredns_plugin_enabled``."""
     cold: ColdPath | None = None
     """The block's wire answerer behind the plugins that pass (:func:`cold_path`), if any."""
+    clients: ClientScoper | None = None
+    """The block's plugin that maps client addresses to namespaces (:func:`client_scoper`)."""
+
+
+def client_scoper(handlers: Sequence[object]) -> ClientScoper | None:
+    """The first handler of a block that maps client addresses to namespaces, if any."""
+    for h in handlers:
+        if isinstance(h, ClientScoper) and h.attributing:
+            return h
+    return None
 
 
 @dataclass(slots=True)
@@ -156,9 +175,47 @@ class Dispatcher:
     store: ReplyStore = field(init=False)
     _seen_once: set[int] = field(init=False, default_factory=set, repr=False)
     """Hashes of keys denied once on the cold path and not stored (:meth:`_asked_before`)."""
+    who: Callable[[str], str] | None = field(init=False, default=None)
+    """Client address -> namespace scope, when a zone maps them (None: no attribution)."""
+    scoped: bool = field(init=False, default=False)
+    """Replies may be stored per client scope (``isolate`` with one scoper per listener)."""
+    client_counts: dict[str, list[int]] = field(init=False, default_factory=dict)
+    """Client scope -> replies by rcode (index 0-15) (kdns_client_requests_total)."""
+    waste_counts: dict[str, int] = field(init=False, default_factory=dict)
+    """Client namespace -> search-waste NXDOMAINs (kdns_search_waste_total)."""
+    _scopes: dict[str, tuple[str, list[int]]] = field(init=False, default_factory=dict)
+    """Client address -> (scope, that scope's counts), as of the store's data version: emptied
+    whenever data changes (the view that maps addresses may have changed), so a hit reads one
+    dict and increments one list slot."""
 
     def __post_init__(self) -> None:
         self.store = ReplyStore(self.stats, self.max_bytes)
+        self.rescope()
+
+    def rescope(self) -> None:
+        """Pick the client scoper from the zones (after a reload swapped them)."""
+        scopers = list({id(z.clients): z.clients for z in self.zones.values()
+                        if z.clients is not None}.values())
+        self.who = scopers[0].client_scope if scopers else None
+        # Two scopers on one listener could disagree about a client: then replies that
+        # depend on the client are not stored at all (they are still answered right).
+        self.scoped = len(scopers) == 1 and scopers[0].isolating
+
+    def _client(self, ip: str) -> tuple[str, list[int]]:
+        """The scope of the client at ``ip`` and its counts (remembered until data changes)."""
+        assert self.who is not None
+        who = self.who(ip)
+        counts = self.client_counts.get(who)
+        if counts is None:
+            counts = self.client_counts[who] = [0] * 16
+        if len(self._scopes) >= MAX_SCOPES:
+            self._scopes.clear()
+        self._scopes[ip] = (who, counts)
+        return who, counts
+
+    def _waste(self, who: str, waste: str) -> None:
+        if (waste == "*" or waste == who) and who[0] != "/":
+            self.waste_counts[who] = self.waste_counts.get(who, 0) + 1
 
     def route(self, qname_lower: str) -> Zone | None:
         """Longest-suffix match of the query name against the served zones."""
@@ -178,28 +235,43 @@ class Dispatcher:
             dot = name.find(".")
             name = name[dot + 1 :] or "."
 
-    def lookup(self, data: bytes) -> bytes | None:
+    def lookup(self, data: bytes, client: tuple[str, int] | None = None) -> bytes | None:
         """The fast path: a stored reply for ``data``, or None on a miss.
 
         First the exact bytes after the ID: resolvers repeat their questions byte for byte,
         and such a hit is one slice, one dict lookup and one concatenation. Replies are stored
         spelled in lower case, so another spelling (0x20) looks up the lower-cased key and
-        patches its own spelling into the reply; it adds no entry.
+        patches its own spelling into the reply; it adds no entry. A reply stored for one
+        client scope is keyed by a (scope, key) tuple, which no query's bytes can equal.
         """
         store = self.store
         if GENERATION.value != store.version:
             store.catch_up()
+            self._scopes.clear()
         entries = store.entries
-        entry = entries.get(data[2:])
+        rest = data[2:]
+        entry = entries.get(rest)
+        who = None
+        if self.who is not None and client is not None:
+            known = self._scopes.get(client[0])
+            who, counts = known if known is not None else self._client(client[0])
+            if entry is None and self.scoped:
+                entry = entries.get((who, rest))
         if entry is None or entry.tail is None:
             k = wire.fast_key(data)
             if k is None:
                 return None
             entry = entries.get(k[0])
+            if entry is None and who is not None and self.scoped:
+                entry = entries.get((who, k[0]))
             if entry is None or not entry.patchable or (
                     entry.expires and entry.expires < time.monotonic()):
                 return None
             entry.hits += 1
+            if who is not None:
+                counts[entry.rcode] += 1
+                if entry.waste is not None:
+                    self._waste(who, entry.waste)
             reply = entry.reply
             if isinstance(reply, Rotation):
                 reply = reply.next()
@@ -207,6 +279,10 @@ class Dispatcher:
         if entry.expires and entry.expires < time.monotonic():
             return None  # a cache replay past its second: ask the cache again
         entry.hits += 1
+        if who is not None:
+            counts[entry.rcode] += 1
+            if entry.waste is not None:
+                self._waste(who, entry.waste)
         return data[:2] + entry.tail
 
     def cold(self, data: bytes, started: float) -> bytes | None:
@@ -233,6 +309,8 @@ class Dispatcher:
         if ans.rcode != RCODE.NXDOMAIN or self._asked_before(q.key):
             # Its names all point at the question: one entry serves every spelling.
             entry = Entry(stored_form(out, q.key, q.end), key, deps=ans.deps)
+            if entry.rcode == RCODE.NXDOMAIN and zone.clients is not None:
+                entry.waste = zone.clients.waste_for(q.qname)
             # Counted as the first of the entry's replays (read at scrape time, as theirs
             # are), so a stored answer costs no timed count.
             entry.hits = 1
@@ -260,6 +338,26 @@ class Dispatcher:
 
     def handle(self, data: bytes, client: tuple[str, int]) -> bytes | None:
         """The slow path for one message; returns the reply bytes or None to stay silent."""
+        out = self._handle(data, client)
+        if out is not None and self.who is not None and len(out) > 3:
+            who, counts = self._client(client[0])
+            counts[out[3] & 0xF] += 1
+            if out[3] & 0xF == RCODE.NXDOMAIN:
+                waste = self._waste_of(data)
+                if waste is not None:
+                    self._waste(who, waste)
+        return out
+
+    def _waste_of(self, data: bytes) -> str | None:
+        q = wire.peek_plain(data)
+        if q is None:
+            return None
+        zone = self.route(q.qname)
+        if zone is None or zone.clients is None:
+            return None
+        return zone.clients.waste_for(q.qname)
+
+    def _handle(self, data: bytes, client: tuple[str, int]) -> bytes | None:
         started = time.perf_counter()
         cold = self.cold(data, started)
         if cold is not None:
@@ -291,6 +389,8 @@ class Dispatcher:
             return out
         req = Request(query.msg, query.qname, qname_lower, query.qtype, query.qclass, client,
                       self.proto, zone.server_label, zone.name, max_size, query.do)
+        scopes: set[str] = set()
+        req.meta["scopes"] = scopes  # shared by sub-requests: see ClientScoper
         # Read before any plugin reads its data: publishers swap data, then bump, so whatever
         # the chain reads is at least this new, and the store refuses the reply if something
         # it depends on changed after this version.
@@ -322,7 +422,11 @@ class Dispatcher:
             self._log(req, out, started)
             return wire.Framed(b"".join(struct.pack("!H", len(m)) + m
                                         for m in (out, *resp.more)))
-        if resp.fast and zone.fast_ok:
+        scope: str | None = None
+        if scopes:
+            # The reply depended on who asked: store it for that one scope, or not at all.
+            scope = next(iter(scopes)) if len(scopes) == 1 and self.scoped else None
+        if resp.fast and zone.fast_ok and (scope is not None or not scopes):
             k = wire.fast_key(data)
             if k is not None and wire.patchable(out, data):
                 stored: bytes | Rotation = bytes(out)
@@ -332,14 +436,17 @@ class Dispatcher:
                                                     for v in resp.variants)])
                 self._store(data, k[0], stored, make_key(
                     zone.name, query.qtype, out, resp.plugin, len(data), query.do), resp.expires,
-                    resp.tally, deps=resp.deps, built_at=built_at)
+                    resp.tally, deps=resp.deps, built_at=built_at, scope=scope,
+                    clients=zone.clients, qname=qname_lower)
         self._count(zone.name, query.qtype, out, resp.plugin, len(data), query.do, started)
         self._log(req, out, started)
         return out
 
     def _store(self, data: bytes, key: bytes, reply: bytes | Rotation, stats: StatsKey,
                expires: float, tally: Hashable | None = None, *,
-               deps: tuple[Hashable, ...] | None = (), built_at: int | None = None) -> None:
+               deps: tuple[Hashable, ...] | None = (), built_at: int | None = None,
+               scope: str | None = None, clients: ClientScoper | None = None,
+               qname: str = "") -> None:
         """Store a reply under the lower-cased key, spelled in lower case (one entry whatever
         the client's case), built from ``deps`` at data version ``built_at``.
 
@@ -353,7 +460,9 @@ class Dispatcher:
         if spelled and data[12:end] != key[10 : end - 2]:
             return
         entry = Entry(stored, stats, expires, tally=tally, deps=deps, patchable=not spelled)
-        self.store.put(bytes(key), entry, built_at)
+        if clients is not None and entry.rcode == RCODE.NXDOMAIN:
+            entry.waste = clients.waste_for(qname)
+        self.store.put(bytes(key) if scope is None else (scope, bytes(key)), entry, built_at)
 
     def _count(self, zone: str, qtype: int, out: bytes, plugin: str, req_size: int, do: bool,
                started: float) -> None:
@@ -397,7 +506,7 @@ class Dispatcher:
     def serve(self, data: bytes, client: tuple[str, int]) -> bytes | None:
         """Fast path, then slow path; never raises."""
         try:
-            hit = self.lookup(data)
+            hit = self.lookup(data, client)
             if hit is not None:
                 return hit
             self.counters.slow += 1

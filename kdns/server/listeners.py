@@ -203,7 +203,7 @@ class UdpListener:
                     return
                 continue
             try:
-                reply = lookup(data)
+                reply = lookup(data, addr)
             except Exception:
                 reply = None
             if reply is None:

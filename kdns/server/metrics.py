@@ -17,11 +17,14 @@ from prometheus_client.registry import Collector
 
 from kdns import __version__
 from kdns.server.listeners import UdpListener
-from kdns.server.stats import DURATION_BUCKETS, SIZE_BUCKETS, Stats
+from kdns.server.stats import DURATION_BUCKETS, SIZE_BUCKETS, Stats, rcode_label
 
 if TYPE_CHECKING:
     from kdns.server.app import KdnsServer
     from kdns.server.dispatch import Dispatcher
+
+UNKNOWN_CLIENT = "unknown"
+"""The ``client_namespace`` of clients whose address is no known Pod (or several Pods')."""
 
 VIEW = ""
 """kdns has no ``view`` plugin; the label is kept (empty) so CoreDNS queries match."""
@@ -50,6 +53,32 @@ class ServerCollector(Collector):
         for lst in self.server.listeners:
             for side in lst.sides():
                 yield side.dispatcher
+
+    def _clients(self) -> Iterator[Any]:
+        """kdns_client_requests_total and kdns_search_waste_total: the dispatchers' plain
+        per-client-namespace integers, summed (label values are namespaces or ``unknown``)."""
+        by_rcode: dict[tuple[str, str], int] = {}
+        waste: dict[str, int] = {}
+        for d in self._dispatchers():
+            for who, counts in list(d.client_counts.items()):
+                for code, n in enumerate(counts):
+                    if n:
+                        k = (UNKNOWN_CLIENT if who.startswith("/") else who, rcode_label(code))
+                        by_rcode[k] = by_rcode.get(k, 0) + n
+            for who, n in list(d.waste_counts.items()):
+                waste[who] = waste.get(who, 0) + n
+        requests = CounterMetricFamily("kdns_client_requests", "Replies by the namespace of the "
+                                       "Pod that asked (unknown: no known Pod) and rcode.",
+                                       labels=["client_namespace", "rcode"])
+        for (ns, label), n in sorted(by_rcode.items()):
+            requests.add_metric([ns, label], n)
+        wasted = CounterMetricFamily("kdns_search_waste", "In-zone NXDOMAIN replies to names "
+                                     "made of another name plus one of the client's search "
+                                     "suffixes, by client namespace.",
+                                     labels=["client_namespace"])
+        for ns, n in sorted(waste.items()):
+            wasted.add_metric([ns], n)
+        yield from (requests, wasted)
 
     def collect(self) -> Iterator[Any]:
         # Marks this scrape for plugins whose families are shared by several blocks
@@ -170,6 +199,7 @@ class ServerCollector(Collector):
             for server, n in ctable.items():
                 cfam.add_metric([server], n)
         yield from (entries, shed, rejected, timed_out, shed_idle, query_limited)
+        yield from self._clients()
         seen: set[int] = set()
         for blk in self.server.blocks:
             for h in blk.handlers:

@@ -93,8 +93,8 @@ class Entry:
     """One stored fast-path reply: the bytes (or a rotation of them), what they were built
     from, and the hit count."""
 
-    __slots__ = ("deps", "expires", "hits", "patchable", "reply", "size", "stats", "tail",
-                 "tally")
+    __slots__ = ("deps", "expires", "hits", "patchable", "rcode", "reply", "size", "stats",
+                 "tail", "tally", "waste")
 
     def __init__(self, reply: bytes | Rotation, stats: StatsKey, expires: float = 0.0, *,
                  exact: bool = True, tally: Hashable | None = None,
@@ -113,6 +113,10 @@ class Entry:
         self.hits = 0
         self.expires = expires
         """time.monotonic() after which this reply is stale (0: only when its data changes)."""
+        self.rcode = (reply if type(reply) is bytes else reply.replies[0])[3] & 0xF  # type: ignore[union-attr]
+        """The reply's rcode (per-client counts on hits)."""
+        self.waste: str | None = None
+        """For an NXDOMAIN: which clients' search waste it is (``ClientScoper.waste_for``)."""
         self.tail: bytes | None = reply[2:] if exact and type(reply) is bytes else None
         """Everything after the ID, for the exact-bytes hit: set only for a single reply
         spelled exactly as its key (the hit still checks ``expires``)."""

@@ -35,6 +35,14 @@ stored A replies of cluster names (59-byte key, 63-byte reply, two keys each bui
 as the answer function builds them) took 637 bytes per entry; key + 2 x reply + 450 = 635."""
 
 
+SCOPE_OVERHEAD = 64
+"""Bytes charged for the (scope, key) tuple of a reply stored for one client scope."""
+
+StoreKey = bytes | tuple[str, bytes]
+"""The query bytes after the ID (name lower-cased), or (client scope, those bytes) for a reply
+that depended on who asked (``isolate``): a tuple never equals a query's bytes."""
+
+
 class ReplyStore:
     """Replies of one listener. Hits read :attr:`entries` without a lock (one dict lookup);
     every change to it happens under the lock, from whichever thread stores or catches up."""
@@ -43,7 +51,7 @@ class ReplyStore:
                  "refused", "stats", "version")
 
     def __init__(self, stats: Stats, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        self.entries: dict[bytes, Entry] = {}
+        self.entries: dict[StoreKey, Entry] = {}
         self.stats = stats
         self.max_bytes = max_bytes
         self.version = GENERATION.value
@@ -53,10 +61,10 @@ class ReplyStore:
         """Entries dropped for the byte budget (not for changes)."""
         self.refused = 0
         """Replies not stored because their data changed while they were built."""
-        self._by_dep: dict[Hashable, bytes | set[bytes]] = {}
+        self._by_dep: dict[Hashable, StoreKey | set[StoreKey]] = {}
         """Dependency key -> the entry keys depending on it: one key alone (most keys, such
         as a never-asked name's, have one entry), else a set."""
-        self._any: set[bytes] = set()
+        self._any: set[StoreKey] = set()
         """Entries that declared no dependency keys: any data change drops them."""
         self._lock = threading.Lock()
 
@@ -68,11 +76,12 @@ class ReplyStore:
         with self._lock:
             self._catch_up_locked()
 
-    def put(self, key: bytes, entry: Entry, built_at: int | None) -> bool:
+    def put(self, key: StoreKey, entry: Entry, built_at: int | None) -> bool:
         """Store ``entry`` under ``key`` unless data it depends on changed after ``built_at``
         (None: it depends on no data). Returns whether it was stored."""
         reply = entry.reply
-        size = len(key) + ENTRY_OVERHEAD + (
+        raw = key if isinstance(key, bytes) else key[1]
+        size = len(raw) + (0 if raw is key else SCOPE_OVERHEAD) + ENTRY_OVERHEAD + (
             sum(len(r) for r in reply.replies) if isinstance(reply, Rotation) else 2 * len(reply))
         with self._lock:
             if GENERATION.value != self.version:
@@ -100,11 +109,10 @@ class ReplyStore:
                     keys = by_dep.get(dep)
                     if keys is None:
                         by_dep[dep] = key
-                    elif isinstance(keys, bytes):
-                        if keys != key:
-                            by_dep[dep] = {keys, key}
-                    else:
+                    elif isinstance(keys, set):
                         keys.add(key)
+                    elif keys != key:
+                        by_dep[dep] = {keys, key}
             return True
 
     def clear(self) -> None:
@@ -126,10 +134,10 @@ class ReplyStore:
                 keys = self._by_dep.pop(dep, None)
                 if keys is None:
                     continue
-                if isinstance(keys, bytes):
-                    victims.add(keys)
-                else:
+                if isinstance(keys, set):
                     victims |= keys
+                else:
+                    victims.add(keys)
             self._drop(victims)
         self.version = now
 
@@ -142,7 +150,7 @@ class ReplyStore:
 
     def _shrink(self, target: int) -> None:
         """Drop the oldest entries until at most ``target`` bytes are charged."""
-        victims: list[bytes] = []
+        victims: list[StoreKey] = []
         freed, excess = 0, self.bytes - max(0, target)
         for key, entry in self.entries.items():
             if freed >= excess:
@@ -152,7 +160,7 @@ class ReplyStore:
         self.evictions += len(victims)
         self._drop(victims)
 
-    def _drop(self, keys: set[bytes] | list[bytes]) -> None:
+    def _drop(self, keys: set[StoreKey] | list[StoreKey]) -> None:
         gone: list[Entry] = []
         for key in keys:
             entry = self.entries.pop(key, None)
@@ -167,7 +175,7 @@ class ReplyStore:
                 others = self._by_dep.get(dep)
                 if others is None:
                     continue
-                if isinstance(others, bytes):
+                if not isinstance(others, set):
                     if others == key:
                         del self._by_dep[dep]
                     continue

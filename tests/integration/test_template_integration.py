@@ -352,10 +352,12 @@ def test_client_dependent_replies_are_not_replayed(serve: Callable[[str], Runnin
         assert m.answer[0][0].strings == (source.encode(), str(q.id).encode())
     udp = r.server.listeners[0].udp
     assert udp is not None
-    assert not any(b"\x03who" in k for k in udp.dispatcher.store.entries)
+    assert not any(b"\x03who" in (k if isinstance(k, bytes) else k[1])
+                   for k in udp.dispatcher.store.entries)
     r.udp("a.example.")
     # The question-only reply is stored.
-    assert any(b"\x01a\x07example" in k for k in udp.dispatcher.store.entries)
+    assert any(b"\x01a\x07example" in k for k in udp.dispatcher.store.entries
+               if isinstance(k, bytes))
 
 
 def test_failures_are_servfail_counted_and_logged(serve: Callable[[str], Running],

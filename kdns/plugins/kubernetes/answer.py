@@ -39,11 +39,13 @@ _TRANSFERS = (QTYPE.AXFR, QTYPE.IXFR)
 class _Q:
     """One question, with what every rule needs."""
 
-    __slots__ = ("cfg", "deps", "qname", "qtype", "ttl", "view", "zone", "zone_spelled")
+    __slots__ = ("cfg", "deps", "qname", "qtype", "ttl", "view", "viewer", "zone",
+                 "zone_spelled")
 
     def __init__(self, qname: str, qtype: int, view: View, cfg: KubernetesConfig,
-                 zone: str) -> None:
+                 zone: str, viewer: str | None = None) -> None:
         self.qname = qname
+        self.viewer = viewer
         self.qtype = qtype
         self.view = view
         self.cfg = cfg
@@ -52,6 +54,10 @@ class _Q:
         self.ttl = cfg.ttl
         self.deps: list[Hashable] = []
         """Keys of what this answer read from the view, in reading order."""
+
+    def sees(self, namespace: str) -> bool:
+        """May the client resolve names of ``namespace``? (``isolate``)"""
+        return sees(self.view, self.cfg, self.viewer, namespace)
 
     def below(self, name: str) -> str:
         """``name`` joined to the zone as the query spelled it."""
@@ -81,25 +87,48 @@ class _Q:
         return RR(owner, _A, ttl=ttl, rdata=A(ip))
 
 
+UNKNOWN = "/unknown"
+"""The viewer of a client whose address is no known Pod (never a namespace name)."""
+AMBIGUOUS = "/ambiguous"
+"""The viewer of an address Pods of several namespaces claim (during a change)."""
+
+
+def sees(view: View, cfg: KubernetesConfig, viewer: str | None, namespace: str) -> bool:
+    """``isolate``: a client in namespace ``viewer`` sees its own namespace, the ``allow``
+    namespaces and those whose ``kdns.io/dns-visible-to`` names it or ``*``. An unknown
+    client sees everything under ``unknown allow``; an ambiguous one is never given more
+    than every client gets (it may be either tenant). ``viewer`` None: no isolation."""
+    iso = cfg.isolate
+    if viewer is None or iso is None or namespace == viewer or namespace in iso.allow:
+        return True
+    if viewer == UNKNOWN and iso.unknown_allow:
+        return True
+    vis = view.visible_to(namespace)
+    return vis is not None and ("*" in vis or viewer in vis)
+
+
 def _family(qtype: int) -> str | None:
     """The IP family an address query wants, as a character every address of it contains."""
     return "." if qtype == _A else ":" if qtype == _AAAA else None
 
 
-def answer(qname: str, qtype: int, view: View, cfg: KubernetesConfig, zone: str) -> Answer:
+def answer(qname: str, qtype: int, view: View, cfg: KubernetesConfig, zone: str,
+           viewer: str | None = None) -> Answer:
     """The reply to ``qname``/``qtype`` for a name in ``zone`` (lower case, trailing dot),
     one of the plugin's zones. ``qname`` is as sent, with a trailing dot. ``deps`` lists
-    what the answer read from the view."""
+    what the answer read from the view. ``viewer`` is the asking client's namespace (or
+    :data:`UNKNOWN`, :data:`AMBIGUOUS`) under ``isolate``: names of namespaces it may not see
+    answer exactly as names that do not exist."""
     deps: list[Hashable] = []
-    ans = _answer(qname, qtype, view, cfg, zone, deps, 0)
+    ans = _answer(qname, qtype, view, cfg, zone, deps, 0, viewer)
     return replace(ans, deps=tuple(dict.fromkeys(deps))) if deps else ans
 
 
 def _answer(qname: str, qtype: int, view: View, cfg: KubernetesConfig, zone: str,
-            deps: list[Hashable], _depth: int) -> Answer:
+            deps: list[Hashable], _depth: int, viewer: str | None = None) -> Answer:
     if qtype in _TRANSFERS:
         return Answer(RCODE.REFUSED, aa=False)  # zone transfers belong to the transfer plugin
-    q = _Q(qname, qtype, view, cfg, zone)
+    q = _Q(qname, qtype, view, cfg, zone, viewer)
     q.deps = deps
     rel = "" if len(qname) <= len(zone) else qname[: len(qname) - len(zone)].rstrip(".")
     if zone == ".":
@@ -149,14 +178,17 @@ def _apex(q: _Q) -> Answer:
 # -- reverse ----------------------------------------------------------------------------------
 
 
-def ptr_targets(view: View, cfg: KubernetesConfig, ip: str) -> list[str]:
+def ptr_targets(view: View, cfg: KubernetesConfig, ip: str,
+                viewer: str | None = None) -> list[str]:
     """PTR targets for ``ip`` under the primary zone: the Service name for a ClusterIP (which
     wins, as in CoreDNS), else ``<endpoint>.<svc>.<ns>.svc`` for each endpoint with it.
-    Hidden namespaces have no reverse names either."""
-    return _ptr_targets(view, cfg, ip, [])
+    Hidden namespaces (and, under ``isolate``, those ``viewer`` may not see) have no reverse
+    names either."""
+    return _ptr_targets(view, cfg, ip, [], viewer)
 
 
-def _ptr_targets(view: View, cfg: KubernetesConfig, ip: str, deps: list[Hashable]) -> list[str]:
+def _ptr_targets(view: View, cfg: KubernetesConfig, ip: str, deps: list[Hashable],
+                 viewer: str | None = None) -> list[str]:
     zone = cfg.primary_zone
     cluster: list[str] = []
     endpoints: list[str] = []
@@ -164,7 +196,8 @@ def _ptr_targets(view: View, cfg: KubernetesConfig, ip: str, deps: list[Hashable
     for entry in view.ptr_services(ip):
         svc = entry.service
         deps.append(dep.namespace(svc.namespace))
-        if not view.namespace_exists(svc.namespace):
+        if not view.namespace_exists(svc.namespace) or \
+                not sees(view, cfg, viewer, svc.namespace):
             continue
         base = f"{svc.name}.{svc.namespace}.svc.{zone}"
         if ip in svc.cluster_ips:
@@ -180,7 +213,7 @@ def _reverse(q: _Q) -> Answer:
     ip = reverse_ip(q.qname)
     if ip is None:
         return q.nxdomain()  # partial reverse names are not ours to claim (fallthrough)
-    targets = _ptr_targets(q.view, q.cfg, ip, q.deps)
+    targets = _ptr_targets(q.view, q.cfg, ip, q.deps, q.viewer)
     if not targets:
         return q.nxdomain()
     if q.qtype != _PTR:
@@ -205,7 +238,7 @@ def pod_ip(label: str) -> str | None:
 def _pod(q: _Q, labels: list[str]) -> Answer:
     ns = labels[-1]
     q.deps.append(dep.namespace(ns))
-    if not q.view.namespace_exists(ns):
+    if not q.view.namespace_exists(ns) or not q.sees(ns):
         return q.nxdomain()
     if len(labels) == 1:
         return q.nodata()  # <ns>.pod.<zone>: an empty non-terminal
@@ -246,7 +279,7 @@ def _srv_weight(n: int) -> int:
 def _svc(q: _Q, labels: list[str], depth: int) -> Answer:
     ns = labels[-1]
     q.deps.append(dep.namespace(ns))
-    if not q.view.namespace_exists(ns):
+    if not q.view.namespace_exists(ns) or not q.sees(ns):
         return q.nxdomain()
     if len(labels) == 1:
         return q.nodata()  # <ns>.svc.<zone>: an empty non-terminal
@@ -330,7 +363,7 @@ def _external(q: _Q, entry: SvcEntry, depth: int) -> Answer:
     if inner is None:
         return Answer(RCODE.NOERROR, tuple(records), chase=fqdn)
     if depth < MAX_CHASE:
-        more = _answer(fqdn, q.qtype, q.view, q.cfg, inner, q.deps, depth + 1)
+        more = _answer(fqdn, q.qtype, q.view, q.cfg, inner, q.deps, depth + 1, q.viewer)
         records.extend(more.answer)
         return Answer(RCODE.NOERROR, tuple(records), (), more.additional, chase=more.chase)
     return q.positive(records)

@@ -116,6 +116,8 @@ class ViewBuilder:
         """(ns, service) -> keys of its slices (slices may arrive before their Service)."""
         self._reverse: Shards[str, _ReverseVal] = Shards()
         self._namespaces: set[str] = set()
+        self._visible: dict[str, frozenset[str]] = {}
+        """Annotated namespaces -> their ``kdns.io/dns-visible-to`` client namespaces."""
         self._pods: dict[Key, tuple[str, ...]] = {}
         """Running, non-hostNetwork pods only: key -> IPs."""
         self._ip_pods: dict[str, Key | tuple[Key, ...]] = {}
@@ -181,6 +183,8 @@ class ViewBuilder:
                 gone = {n for n in self._namespaces if ("", n) not in seen}
                 if gone:
                     self._namespaces -= gone
+                    for n in gone:
+                        self._visible.pop(n, None)
                     self._keys.update(dep.namespace(n) for n in gone)
                     self._changed("namespaces")
             elif kind == "pods":
@@ -216,6 +220,7 @@ class ViewBuilder:
             elif kind == "namespaces":
                 if key[1] in self._namespaces:
                     self._namespaces.discard(key[1])
+                    self._visible.pop(key[1], None)
                     self._keys.add(dep.namespace(key[1]))
                     self._changed("namespaces")
             elif kind == "pods":
@@ -411,8 +416,16 @@ class ViewBuilder:
     # -- namespaces and pods ----------------------------------------------------------------
 
     def _upsert_namespace(self, ns: Namespace) -> None:
-        if not self._exposed(ns.name) or ns.name in self._namespaces:
+        if not self._exposed(ns.name):
             return
+        if ns.name in self._namespaces and self._visible.get(ns.name) == ns.visible_to:
+            return
+        # A changed annotation changes who may see the namespace's names: it is a change of
+        # the namespace key, so the stored replies read from it go.
+        if ns.visible_to is None:
+            self._visible.pop(ns.name, None)
+        else:
+            self._visible[ns.name] = ns.visible_to
         self._namespaces.add(ns.name)
         self._keys.add(dep.namespace(ns.name))
         self._changed("namespaces")
@@ -491,6 +504,7 @@ class ViewBuilder:
             self._reverse.freeze(),
             frozenset(self._namespaces) if first or "namespaces" in dirty else prev._namespaces,
             self._pod_ns.freeze(),
+            visible=dict(self._visible) if first or "namespaces" in dirty else prev._visible,
             serial=serial,
             synced=True,
             stale=bool(self._stale),

@@ -21,7 +21,7 @@ from kdns.k8s.source import ResourceSpec, Sink, Source, SourceFactory
 from kdns.k8s.throttle import ApiLimits
 from kdns.plugins.answering import Answer, answer_reply, chase
 from kdns.plugins.base import Next, Request, Response, WireAnswer, with_deps
-from kdns.plugins.kubernetes.answer import answer
+from kdns.plugins.kubernetes.answer import AMBIGUOUS, UNKNOWN, answer
 from kdns.plugins.kubernetes.builder import PROGRAMMING_BUCKETS, ViewBuilder
 from kdns.plugins.kubernetes.metadata import labels as metadata_labels
 from kdns.plugins.kubernetes.setup import KubernetesConfig, is_reverse
@@ -73,6 +73,18 @@ class SourceKey(NamedTuple):
         return build
 
 
+def _plain_ip(ip: str) -> str:
+    if ip.startswith("::ffff:") and "." in ip:
+        return ip[7:]  # an IPv4 client seen through a dual-stack socket
+    return ip
+
+
+def _scope(owners: str | tuple[str, ...] | None) -> str:
+    if owners is None:
+        return UNKNOWN
+    return owners if isinstance(owners, str) else AMBIGUOUS
+
+
 def default_source(cfg: KubernetesConfig) -> SourceFactory:
     """The factory for the source the config names (read in this process)."""
     return SourceKey.of(cfg).factory()
@@ -93,6 +105,9 @@ class KubernetesHandler:
         self._by_length = sorted(cfg.zones, key=len, reverse=True)
         self._forward = frozenset(z for z in cfg.zones if z != "." and not is_reverse(z))
         """Zones whose names :meth:`answer_wire` may take (not the root, not reverse zones)."""
+        self.attributing = cfg.pods == "verified"
+        """Client addresses map to namespaces (:class:`~kdns.plugins.base.ClientScoper`)."""
+        self.isolating = cfg.isolate is not None
         self._ft_below = frozenset(
             z for z in self._forward if cfg.fallthrough is not None and (
                 not cfg.fallthrough or any(in_zone(f, z) or in_zone(z, f)
@@ -128,6 +143,38 @@ class KubernetesHandler:
     def zone_of(self, qname_lower: str) -> str | None:
         return longest_zone(qname_lower, self._by_length)
 
+    def client_scope(self, ip: str) -> str:
+        """The namespace of the Pod at ``ip``; :data:`UNKNOWN` when no Running Pod has it,
+        :data:`AMBIGUOUS` while Pods of several namespaces claim it (an address changing
+        hands). Read from the current view, so a moved address is seen at the next publish."""
+        return _scope(self._builder.view.client_namespaces(_plain_ip(ip)))
+
+    def waste_for(self, qname_lower: str) -> str | None:
+        """Is an NXDOMAIN for this name search-path waste (README, Attribution)? ``*``: for
+        every client of a known namespace; a namespace: for that namespace's clients only.
+
+        The client in namespace N tries ``N.svc.Z``, ``svc.Z`` and ``Z`` in turn. A name is
+        waste when it is ``B.S`` for such a suffix S with B of two labels or more, and B.S is
+        not a shape the zone defines: under ``N.svc.Z`` the last label of B names no Service
+        of N; under ``svc.Z`` it names no namespace; under ``Z`` it is not ``svc``, ``pod`` or
+        ``dns``."""
+        zone = self.zone_of(qname_lower)
+        if zone is None or zone not in self._forward:
+            return None
+        rel = qname_lower[: len(qname_lower) - len(zone) - 1]
+        labels = rel.split(".") if rel else []
+        if len(labels) < 2:
+            return None
+        if labels[-1] != "svc":
+            return "*" if labels[-1] not in ("pod", "dns") else None
+        view = self._builder.view
+        ns = labels[-2]
+        everyone = len(labels) >= 3 and not view.namespace_exists(ns)
+        own = len(labels) >= 4 and view.service(ns, labels[-3]) is None
+        if everyone:
+            return "*"  # (a client of a namespace the view does not have is not counted)
+        return ns if own else None
+
     def metadata(self, req: Request) -> dict[str, Callable[[], str]]:
         """The labels CoreDNS's kubernetes plugin publishes (read through *metadata*)."""
         def client_pod() -> tuple[str, str] | None:
@@ -145,7 +192,16 @@ class KubernetesHandler:
         if zone is None or req.qclass != 1:
             return nxt(req)
         view = self._builder.view
-        ans = answer(req.qname, req.qtype, view, self.cfg, zone)
+        viewer: str | None = None
+        if self.isolating:
+            # The scope is read from the same view the answer is, and the server stores the
+            # reply under it: a reply built for one namespace is only replayed to it.
+            viewer = _scope(view.client_namespaces(_plain_ip(req.client[0])))
+            scopes = req.meta.get("scopes")
+            if scopes is None:
+                req.meta["scopes"] = scopes = set()
+            scopes.add(viewer)
+        ans = answer(req.qname, req.qtype, view, self.cfg, zone, viewer)
         if ans.name_error:
             # CoreDNS order: fallthrough first, then "not synced yet" turns NXDOMAIN into
             # SERVFAIL so clients retry instead of caching a negative answer.
@@ -165,6 +221,8 @@ class KubernetesHandler:
     def answer_wire(self, qname_lower: str, qtype: int) -> WireAnswer | None:
         """The cold path (:class:`~kdns.plugins.base.WireAnswerer`): what :meth:`serve` says
         for a class IN question, in wire form, or None when it is not one of those shapes."""
+        if self.isolating:
+            return None  # under isolate the answer depends on the client: the chain decides
         for zone, below, forward, fallthrough in self._wire_zones:  # as zone_of() decides
             if qname_lower.endswith(below) or qname_lower == zone:
                 if not forward:

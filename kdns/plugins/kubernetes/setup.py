@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,6 +36,18 @@ PODS_MODES = ("disabled", "insecure", "verified")
 TTL_MAX = 3600
 DEFAULT_TTL = 5
 DEFAULT_STARTUP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Isolation:
+    """``isolate { allow NAMESPACE...; unknown allow|deny }``: which namespaces' names a
+    client may resolve, by the namespace of the Pod that asks (README, Isolation)."""
+
+    allow: frozenset[str] = frozenset()
+    """Namespaces every client may see."""
+    unknown_allow: bool = True
+    """Clients whose address is no known Pod see everything (True) or only ``allow`` and
+    namespaces annotated ``*`` (False)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +79,8 @@ class KubernetesConfig:
     apiserver_max_inflight: int | None = None
     local_ips: tuple[str, ...] = ("127.0.0.1",)
     """Addresses of this host, published as the glue of ``ns.dns.<zone>``."""
+    isolate: Isolation | None = None
+    """Per-namespace name hiding; None: every client sees every name."""
     kinds: tuple[str, ...] = field(default=("services", "endpointslices", "namespaces"))
     """Resources to watch, derived from the options."""
     multicluster: tuple[str, ...] = ()
@@ -177,6 +192,12 @@ def parse_config(
     seen: dict[str, Directive] = {}
     for d in directive.block or ():
         opt = d.name.text
+        if opt == "isolate":
+            if "isolate" in seen:
+                raise error(d, NAME, "isolate may be given only once")
+            seen[opt] = d
+            opts["isolate"] = _isolation(d)
+            continue
         if d.block is not None:
             raise error(d, NAME, f"{opt} does not take a block")
         seen.setdefault(opt, d)
@@ -295,6 +316,10 @@ def parse_config(
             opts["context"] = ov.context
 
     pods = str(opts.get("pods", "disabled"))
+    if "isolate" in opts and pods != "verified":
+        # The client's namespace comes from the Pod index only `pods verified` keeps.
+        raise error(seen["isolate"], NAME, "isolate needs 'pods verified' in the same block "
+                    f"(the client's namespace comes from its Pod), got pods {pods}")
     kinds = ["services"]
     if not opts.get("noendpoints"):
         kinds.append("endpointslices")
@@ -311,6 +336,41 @@ def parse_config(
         multicluster=tuple(dict.fromkeys(multicluster)),
         **opts,  # type: ignore[arg-type]
     )
+
+
+def _isolation(d: Directive) -> Isolation:
+    """Parse ``isolate { allow NAMESPACE...; unknown allow|deny }``."""
+    if d.args:
+        raise error(d.args[0], NAME, "isolate takes no arguments, only a block")
+    allow: list[str] = []
+    unknown_allow = True
+    seen: set[str] = set()
+    for sub in d.block or ():
+        opt = sub.name.text
+        if sub.block is not None:
+            raise error(sub, NAME, f"isolate: {opt} does not take a block")
+        if opt == "allow":
+            if not sub.args:
+                raise error(sub, NAME, "isolate: allow needs at least one namespace")
+            for t in sub.args:
+                ns = t.text.lower()
+                if not _NS_NAME.fullmatch(ns):
+                    raise error(t, NAME, f"isolate: allow: {t.text!r} is not a namespace name")
+                allow.append(ns)
+        elif opt == "unknown":
+            if opt in seen:
+                raise error(sub, NAME, "isolate: unknown may be given only once")
+            if len(sub.args) != 1 or sub.args[0].text not in ("allow", "deny"):
+                got = " ".join(t.text for t in sub.args) or "nothing"
+                raise error(sub, NAME, f"isolate: unknown takes 'allow' or 'deny', got {got}")
+            unknown_allow = sub.args[0].text == "allow"
+        else:
+            raise error(sub, NAME, f"isolate: unknown property '{opt}'")
+        seen.add(opt)
+    return Isolation(frozenset(allow), unknown_allow)
+
+
+_NS_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def setup(directive: Directive, ctx: SetupContext) -> KubernetesHandler:

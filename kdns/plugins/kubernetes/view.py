@@ -76,8 +76,8 @@ _PodNsVal = str | tuple[str, ...]
 class View:
     """An immutable snapshot: never mutated after publication, so readers need no lock."""
 
-    __slots__ = ("_entries", "_namespaces", "_pod_ns", "_reverse", "generation", "serial",
-                 "stale", "synced")
+    __slots__ = ("_entries", "_namespaces", "_pod_ns", "_reverse", "_visible", "generation",
+                 "serial", "stale", "synced")
 
     def __init__(
         self,
@@ -90,8 +90,12 @@ class View:
         synced: bool,
         stale: bool,
         generation: int,
+        visible: dict[str, frozenset[str]] | None = None,
     ) -> None:
         self._entries = entries
+        self._visible = visible or {}
+        """Namespace -> the client namespaces its ``kdns.io/dns-visible-to`` names (annotated
+        namespaces only)."""
         self._reverse = reverse
         self._namespaces = namespaces
         self._pod_ns = pod_ns
@@ -115,6 +119,15 @@ class View:
     def namespace_exists(self, namespace: str) -> bool:
         """The namespace is present (and passes the plugin's ``namespaces`` filter)."""
         return namespace in self._namespaces
+
+    def visible_to(self, namespace: str) -> frozenset[str] | None:
+        """The client namespaces a namespace's annotation names (``*``: all); None: none."""
+        return self._visible.get(namespace)
+
+    def client_namespaces(self, ip: str) -> str | tuple[str, ...] | None:
+        """Namespace(s) of the Running, non-hostNetwork pods holding ``ip``: one name, a
+        tuple when pods of several namespaces claim it, None when none does."""
+        return _get(self._pod_ns, ip)
 
     def ptr_services(self, ip: str) -> tuple[SvcEntry, ...]:
         """Services with ``ip`` as a ClusterIP or as the address of an endpoint that counts."""
@@ -160,7 +173,7 @@ class View:
         generation stays and the fast path keeps its replies)."""
         return View(self._entries, self._reverse, self._namespaces, self._pod_ns,
                     serial=self.serial, synced=self.synced, stale=stale,
-                    generation=self.generation)
+                    generation=self.generation, visible=self._visible)
 
 
 def reverse_ip(name: str) -> str | None:
