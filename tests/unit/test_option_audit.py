@@ -123,6 +123,7 @@ def trusts_test_ca(ctx: ssl.SSLContext) -> bool:
 CA_NAME = "kdns option audit CA"
 FWD_TLS = "forward . tls://127.0.0.1:5399"
 K8S_MC = "kubernetes cluster.local clusterset.local"
+ISOLATE = ("pods verified", "isolate {", "}")
 WEIGHTED = "loadbalance weighted weights.txt"
 MAP = ("map {{.Proto}} proto {", "    udp u")
 PROM_TLS = ("tls cert.pem key.pem {", "    client_auth none", "}")
@@ -224,6 +225,12 @@ ROWS = [
         cfg("apiserver_burst"), "apiserver_burst"),
     Row("kubernetes", "apiserver_max_inflight", block("kubernetes", "apiserver_max_inflight 2"),
         cfg("apiserver_max_inflight"), "apiserver_max_inflight"),
+    Row("kubernetes", "isolate", block("kubernetes", *ISOLATE),
+        lambda h: h.cfg.isolate is not None, "isolate", base=block("kubernetes", "pods verified")),
+    Row("kubernetes", "allow", block("kubernetes", *ISOLATE[:2], "    allow default", "}"),
+        lambda h: h.cfg.isolate.allow, "isolate", base=block("kubernetes", *ISOLATE)),
+    Row("kubernetes", "unknown", block("kubernetes", *ISOLATE[:2], "    unknown deny", "}"),
+        lambda h: h.cfg.isolate.unknown_allow, "isolate", base=block("kubernetes", *ISOLATE)),
     Row("kubernetes", "multicluster", block("kubernetes", "multicluster clusterset.local",
                                             head=K8S_MC),
         cfg("multicluster"), "multicluster", base=K8S_MC),
