@@ -115,15 +115,12 @@ def cold_path(handlers: Sequence[object]) -> ColdPath | None:
 
 def _current(entry: Entry) -> bool:
     """May ``entry`` (one with a deadline) still be replayed? A counting-down reply gets the
-    TTLs of this second first (once per second: one subtraction and compare otherwise)."""
+    TTLs of this second first (once per second: two float compares otherwise)."""
     now = time.monotonic()
     if entry.expires < now:
         return False
     t = entry.ticking
-    if t is None:
-        return True
-    sec = int(now - t.born)
-    return sec == t.sec or t.advance(entry, sec)
+    return t is None or now < t.next_at or t.advance(entry, now)
 
 
 def _ticking(stored: bytes | Rotation, countdown: Countdown) -> Ticking | None:

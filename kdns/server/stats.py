@@ -95,21 +95,25 @@ class Ticking:
     """The countdown of a stored reply (``Response.countdown``): where its TTLs are, what they
     count down from, and the elapsed second its bytes currently show."""
 
-    __slots__ = ("born", "fields", "sec", "tick")
+    __slots__ = ("born", "fields", "next_at", "sec", "tick")
 
     def __init__(self, born: float, sec: int, fields: list[tuple[tuple[int, ...], tuple[int, ...]]],
                  tick: Callable[[], bool]) -> None:
         self.born = born
         self.sec = sec
+        self.next_at = born + sec + 1
+        """``time.monotonic()`` at which the next elapsed second starts."""
         self.fields = fields
         """Per stored reply (one, or each of a rotation): TTL offsets and the TTLs at ``born``;
         empty when the TTLs stay fixed."""
         self.tick = tick
 
-    def advance(self, entry: Entry, sec: int) -> bool:
-        """Bring ``entry``'s bytes to elapsed second ``sec``; False (and the entry expired) when
-        its producer says to stop. Racing threads at worst patch the same second twice."""
+    def advance(self, entry: Entry, now: float) -> bool:
+        """Bring ``entry``'s bytes to the elapsed second of ``now``; False (and the entry
+        expired) when its producer says to stop. Racing threads at worst patch a second twice."""
+        sec = int(now - self.born)
         self.sec = sec
+        self.next_at = self.born + sec + 1
         if not self.tick():
             entry.expires = -1.0
             return False

@@ -260,7 +260,7 @@ class CacheHandler:
                 if remaining > 0:
                     prefetch = self._popular(entry, now, remaining)
         try:
-            return self._answer(req, key, nxt, entry, remaining, prefetch)
+            return self._answer(req, key, nxt, entry, now, remaining, prefetch)
         except WouldBlock:
             # The UDP loop's inline attempt needs the upstream after all: the query is asked
             # again from a worker and counted there, so this attempt must not count.
@@ -269,8 +269,8 @@ class CacheHandler:
                 setattr(self.counters, counted, getattr(self.counters, counted) - 1)
             raise
 
-    def _answer(self, req: Request, key: Key, nxt: Next, entry: Entry | None, remaining: int,
-                prefetch: bool) -> Response:
+    def _answer(self, req: Request, key: Key, nxt: Next, entry: Entry | None, now: float,
+                remaining: int, prefetch: bool) -> Response:
         if entry is None:
             return self._fetch(req, key, nxt)
         if remaining <= 0:
@@ -294,14 +294,14 @@ class CacheHandler:
                         fast=True, deps=(),
                         expires=time.monotonic() + FAST_REPLAY,
                         tally=self.replay_tokens[entry.kind],
-                        countdown=self._countdown(key, entry))
+                        countdown=self._countdown(key, entry, now))
 
-    def _countdown(self, key: Key, entry: Entry) -> Countdown | None:
+    def _countdown(self, key: Key, entry: Entry, now: float) -> Countdown | None:
         """How long the fast path may replay ``entry`` (counting its TTLs down) without the
         cache: until it expires, or until its prefetch window starts, since deciding a prefetch
-        needs the query here. None when that is less than FAST_REPLAY away."""
+        needs the query here. None when that is less than FAST_REPLAY away. ``now`` is the
+        time the reply's TTL was computed at, so the elapsed seconds agree with it."""
         cfg = self.cfg
-        now = self._now()
         age = now - entry.stored
         end = float(entry.ttl)
         if cfg.prefetch > 0:
