@@ -21,8 +21,13 @@ stored duration on a miss, counted down by whole seconds spent in the cache on a
 increased, RFC 1035 §6), 0 for a stale answer, or the stored duration with ``keepttl``.
 
 Storage is two ``cachetools.LRUCache`` maps bounded by entry count (CoreDNS evicts randomly;
-LRU keeps the popular names, which is what a cache in front of a search-path walk wants).
+LRU keeps the popular names, which is what a cache in front of a search-path walk wants), each
+entry the reply's wire bytes (parsed again only on the rare hit that reaches the plugin).
 Expired entries stay until they are looked up past their stale window or evicted.
+
+A fresh hit carries a :class:`~kdns.plugins.base.Countdown`: the server's fast path replays it,
+TTLs rewritten per elapsed second, until the entry expires or its prefetch window starts, and
+calls back once per second of replay (popularity, LRU recency, "is it still this entry?").
 
 Counters (plain ints on :attr:`CacheHandler.counters`, read at scrape time; the names map to
 CoreDNS's ``coredns_cache_*`` series):
