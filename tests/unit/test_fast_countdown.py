@@ -121,3 +121,16 @@ def test_replays_without_countdown_keep_the_one_second_limit() -> None:
     ask(disp)
     ask(disp)
     assert p.queries == 2
+
+
+def test_a_counting_down_reply_is_charged_its_countdown() -> None:
+    from kdns.server.store import ENTRY_OVERHEAD, TICKING_OVERHEAD
+
+    p = Producer(lambda tick: Countdown(born=time.monotonic(), elapsed=0,
+                                        until=time.monotonic() + 20, tick=tick), elapsed=0)
+    disp = rig(p)
+    ask(disp)
+    ((key, entry),) = disp.store.entries.items()
+    assert isinstance(entry.reply, bytes) and entry.ticking is not None
+    assert entry.size == len(key) + ENTRY_OVERHEAD + 2 * len(entry.reply) + TICKING_OVERHEAD
+    assert disp.store.bytes == entry.size
