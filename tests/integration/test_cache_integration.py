@@ -328,3 +328,18 @@ def test_prefetch_still_refreshes_a_name_replayed_by_the_fast_path(
         cache = next(h for h in kdns.server.handlers() if h.name == "cache")
         assert upstream.count("www.example.com.") == 2 and cache.counters.prefetches == 1
         assert cache.counters.misses == 1 and 0 not in seen   # refreshed before it expired
+
+
+def test_replays_count_down_from_the_ttl_the_cache_stored(
+    upstream: Upstream, tmp_path: Path,
+) -> None:
+    """rewrite runs behind cache (CoreDNS's order), so the cache stores its TTL of 10 and the
+    fast path counts down from that, as the cache itself would."""
+    corefile = (f".:53 {{\n    rewrite ttl exact www.example.com 10\n    cache 30\n"
+                f"    forward . 127.0.0.1:{upstream.port}\n}}\n")
+    for kdns in running(corefile, tmp_path):
+        seen = _watch(kdns, "www.example.com.", 2.2)
+        assert seen[0] == 10 and seen == sorted(seen, reverse=True) and seen[-1] <= 8
+        assert upstream.count("www.example.com.") == 1
+        cache = next(h for h in kdns.server.handlers() if h.name == "cache")
+        assert cache.counters.hits_success == 1

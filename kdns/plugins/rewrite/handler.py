@@ -499,11 +499,8 @@ class RewriteHandler:
             resp = self._retarget(inner, resp, cnames, nxt)
         back = _Reverter(req, tuple(reversed(answers)), renamed)
         variants = [back.revert(v) for v in resp.variants] if resp.variants else None
-        # replace(): the inner plugin's other terms (the cache's replay deadline) stay; a TTL
-        # rule fixes TTLs the cache's countdown would rewrite, so it keeps the 1 s deadline.
-        countdown = None if any(isinstance(a, TTLAnswer) for a in answers) else resp.countdown
-        return dataclasses.replace(resp, msg=back.revert(resp.msg), variants=variants,
-                                   countdown=countdown)
+        # replace(): the inner plugin's other terms (the cache's replay deadline) stay
+        return dataclasses.replace(resp, msg=back.revert(resp.msg), variants=variants)
 
     @staticmethod
     def _retarget(req: Request, resp: Response, rules: list[CnameRule], nxt: Next) -> Response:
