@@ -6,7 +6,9 @@ This module owns every decision about raw bytes, so the server never slices pack
 * :func:`fast_key` reads just enough of a datagram to key the fast path (no parsing);
 * :func:`patch` turns a stored reply into the reply for a new query with the same key;
 * :func:`parse_query` is the strict slow-path parser (FORMERR / NOTIMP / drop decisions);
-* :func:`encode` packs a reply within the client's size, setting TC when RRs had to go.
+* :func:`encode` packs a reply within the client's size, setting TC when RRs had to go;
+* :func:`ttl_fields` and :func:`with_ttls` find and rewrite the TTLs of an encoded reply, so a
+  stored cache hit counts down without being parsed again.
 
 It imports nothing else from kdns.
 """
@@ -400,3 +402,49 @@ def spells_name(reply: bytes, end: int) -> bool:
         last = i
         i += reply[i] + 1
     return reply[last:end + 1].lower() in reply[end + 5 :].lower()
+
+
+def _skip_name(reply: bytes, i: int) -> int:
+    """The offset just after the (possibly compressed) name starting at ``i``."""
+    while True:
+        n = reply[i]
+        if n == 0:
+            return i + 1
+        if n >= 0xC0:
+            return i + 2  # a pointer ends the name (RFC 1035 §4.1.4)
+        i += n + 1
+
+
+def ttl_fields(reply: bytes) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The offsets of the TTL fields of every record of ``reply`` (OPT excluded: its "TTL"
+    holds the extended rcode and flags, RFC 6891 §6.1.3) and the TTL each holds.
+
+    Raises ValueError when the message does not hold the records its header counts."""
+    try:
+        qd, an, ns, ar = struct.unpack_from("!HHHH", reply, 4)
+        i = 12
+        for _ in range(qd):
+            i = _skip_name(reply, i) + 4
+        offsets: list[int] = []
+        ttls: list[int] = []
+        for _ in range(an + ns + ar):
+            i = _skip_name(reply, i)
+            rtype, _cls, ttl, rdlength = struct.unpack_from("!HHIH", reply, i)
+            if rtype != QTYPE.OPT:
+                offsets.append(i + 4)
+                ttls.append(ttl)
+            i += 10 + rdlength
+    except (IndexError, struct.error) as err:
+        raise ValueError(f"malformed reply: {err}") from None
+    if i > len(reply):
+        raise ValueError("malformed reply: a record runs past the end")
+    return tuple(offsets), tuple(ttls)
+
+
+def with_ttls(reply: bytes, offsets: tuple[int, ...], ttls: tuple[int, ...], elapsed: int) -> bytes:
+    """``reply`` with the TTL at each of ``offsets`` set to max(0, its ``ttls`` entry -
+    ``elapsed``): a stored reply as it reads ``elapsed`` seconds later (RFC 1035 §6.2)."""
+    out = bytearray(reply)
+    for at, ttl in zip(offsets, ttls, strict=True):
+        struct.pack_into("!I", out, at, ttl - elapsed if ttl > elapsed else 0)
+    return bytes(out)

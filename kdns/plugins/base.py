@@ -40,6 +40,28 @@ class Request:
     """Per-request scratch space for plugins (e.g. autopath's client namespace)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Countdown:
+    """A fast reply whose records' TTLs count down by whole seconds (a cache hit): the server
+    may replay it until :attr:`until`, rewriting its TTLs in the stored bytes, instead of
+    asking the plugin again every second."""
+
+    born: float
+    """``time.monotonic()`` at which the records' TTLs were whole: elapsed seconds are
+    ``int(now - born)``."""
+    elapsed: int
+    """Whole seconds elapsed since :attr:`born` when the reply was built: its TTLs plus this are
+    the TTLs to count down from."""
+    until: float
+    """``time.monotonic()`` after which the plugin must see the query again (expiry, or where
+    its own rules start: a prefetch window, a TTL cap)."""
+    tick: Callable[[], bool]
+    """Called on a replay whose elapsed second changed (so at most once a second): the plugin
+    counts the replay for its own rules (popularity, recency); False: stop replaying."""
+    fixed: bool = False
+    """The TTLs stay as they are (``keepttl``): only the deadline and the ticks apply."""
+
+
 @dataclass(slots=True)
 class Response:
     msg: DNSRecord
@@ -66,6 +88,10 @@ class Response:
     """With ``fast``: a token the server counts this reply's fast-path replays under, so the
     plugin can report them (the cache's hits): ``ctx.process["replays"]()`` returns
     token -> replays so far."""
+    countdown: Countdown | None = None
+    """With ``fast``: the reply may be replayed past ``expires``, until ``countdown.until``,
+    with its TTLs counted down in place. A plugin that builds a new message from this one
+    keeps it only when its own records' TTLs count down the same way."""
     more: tuple[bytes, ...] = ()
     """Further complete messages sent after ``msg`` on the same TCP connection (a zone
     transfer, RFC 5936 §2.2); already encoded, each at most 65535 bytes."""

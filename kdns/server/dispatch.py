@@ -15,7 +15,9 @@ The hot path, written down (STYLE):
    suffix (REFUSED when no block serves it) -> plugin chain -> encode within the client's size
    (TC when cut) -> send, and store the bytes (:mod:`kdns.server.store`) when the plugin that
    answered says the reply is ``fast``, under its dependency keys, stamped with that version:
-   the store refuses it if one of those keys changed in the meantime.
+   the store refuses it if one of those keys changed in the meantime. A cache hit carries a
+   countdown: it is replayed until the entry expires (or the cache's prefetch window starts),
+   its TTLs rewritten in the stored bytes once per elapsed second.
 
 Per client (a zone's :class:`~kdns.plugins.base.ClientScoper`, ``pods verified``): each reply,
 fast or slow, is counted under the client's namespace and rcode in plain integers (with its
@@ -38,6 +40,7 @@ from kdns.dns import wire
 from kdns.plugins.base import (
     GENERATION,
     ClientScoper,
+    Countdown,
     Next,
     Request,
     Response,
@@ -48,7 +51,7 @@ from kdns.plugins.base import (
     always_passes,
     inline_only,
 )
-from kdns.server.stats import Entry, Rotation, Stats, StatsKey, make_key
+from kdns.server.stats import Entry, Rotation, Stats, StatsKey, Ticking, make_key
 from kdns.server.store import DEFAULT_MAX_BYTES, ReplyStore, stored_form
 
 log = logging.getLogger("kdns.server")
@@ -134,6 +137,29 @@ def cold_path(handlers: Sequence[object]) -> ColdPath | None:
             return None
         front.append(h)
     return None
+
+
+def _current(entry: Entry) -> bool:
+    """May ``entry`` (one with a deadline) still be replayed? A counting-down reply gets the
+    TTLs of this second first (once per second: two float compares otherwise)."""
+    now = time.monotonic()
+    if entry.expires < now:
+        return False
+    t = entry.ticking
+    return t is None or now < t.next_at or t.advance(entry, now)
+
+
+def _ticking(stored: bytes | Rotation, countdown: Countdown) -> Ticking | None:
+    """The countdown state of ``stored`` (None when its TTLs cannot be found: no replay)."""
+    fields: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    if not countdown.fixed:
+        for r in stored.replies if isinstance(stored, Rotation) else (stored,):
+            try:
+                offsets, ttls = wire.ttl_fields(r)
+            except ValueError:
+                return None
+            fields.append((offsets, tuple(t + countdown.elapsed for t in ttls)))
+    return Ticking(countdown.born, countdown.elapsed, fields, countdown.tick)
 
 
 def end_of_chain(req: Request) -> Response:
@@ -264,8 +290,7 @@ class Dispatcher:
             entry = entries.get(k[0])
             if entry is None and who is not None and self.scoped:
                 entry = entries.get((who, k[0]))
-            if entry is None or not entry.patchable or (
-                    entry.expires and entry.expires < time.monotonic()):
+            if entry is None or not entry.patchable or (entry.expires and not _current(entry)):
                 return None
             entry.hits += 1
             if who is not None:
@@ -276,8 +301,8 @@ class Dispatcher:
             if isinstance(reply, Rotation):
                 reply = reply.next()
             return wire.patch(reply, data, k[1])
-        if entry.expires and entry.expires < time.monotonic():
-            return None  # a cache replay past its second: ask the cache again
+        if entry.expires and not _current(entry):
+            return None  # a cache replay past its deadline: ask the cache again
         entry.hits += 1
         if who is not None:
             counts[entry.rcode] += 1
@@ -437,7 +462,8 @@ class Dispatcher:
                 self._store(data, k[0], stored, make_key(
                     zone.name, query.qtype, out, resp.plugin, len(data), query.do), resp.expires,
                     resp.tally, deps=resp.deps, built_at=built_at, scope=scope,
-                    clients=zone.clients, qname=qname_lower)
+                    clients=zone.clients, qname=qname_lower,
+                    countdown=resp.countdown)
         self._count(zone.name, query.qtype, out, resp.plugin, len(data), query.do, started)
         self._log(req, out, started)
         return out
@@ -446,9 +472,11 @@ class Dispatcher:
                expires: float, tally: Hashable | None = None, *,
                deps: tuple[Hashable, ...] | None = (), built_at: int | None = None,
                scope: str | None = None, clients: ClientScoper | None = None,
-               qname: str = "") -> None:
+               qname: str = "", countdown: Countdown | None = None) -> None:
         """Store a reply under the lower-cased key, spelled in lower case (one entry whatever
-        the client's case), built from ``deps`` at data version ``built_at``.
+        the client's case), built from ``deps`` at data version ``built_at``. With a
+        ``countdown`` it is replayed until the countdown's deadline, its TTLs rewritten as the
+        seconds pass, instead of until ``expires``.
 
         A reply that spells the name out in its records (an SRV target in the query's
         spelling of the zone) fits that spelling only: it is stored when that spelling is
@@ -459,7 +487,11 @@ class Dispatcher:
             stored.replies if isinstance(stored, Rotation) else (stored,)))
         if spelled and data[12:end] != key[10 : end - 2]:
             return
+        ticking = None if countdown is None else _ticking(stored, countdown)
+        if ticking is not None:
+            expires = countdown.until  # type: ignore[union-attr]
         entry = Entry(stored, stats, expires, tally=tally, deps=deps, patchable=not spelled)
+        entry.ticking = ticking
         if clients is not None and entry.rcode == RCODE.NXDOMAIN:
             entry.waste = clients.waste_for(qname)
         self.store.put(bytes(key) if scope is None else (scope, bytes(key)), entry, built_at)

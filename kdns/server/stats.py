@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
 from dnslib import QTYPE, RCODE
+
+from kdns.dns.wire import with_ttls
 
 DURATION_BUCKETS = tuple(0.00025 * 2**i for i in range(16))
 """CoreDNS's ``ExponentialBuckets(0.00025, 2, 16)`` for coredns_dns_request_duration_seconds."""
@@ -89,12 +91,53 @@ class Rotation:
         return self.replies[self.i]
 
 
+class Ticking:
+    """The countdown of a stored reply (``Response.countdown``): where its TTLs are, what they
+    count down from, and the elapsed second its bytes currently show."""
+
+    __slots__ = ("born", "fields", "next_at", "sec", "tick")
+
+    def __init__(self, born: float, sec: int, fields: list[tuple[tuple[int, ...], tuple[int, ...]]],
+                 tick: Callable[[], bool]) -> None:
+        self.born = born
+        self.sec = sec
+        self.next_at = born + sec + 1
+        """``time.monotonic()`` at which the next elapsed second starts."""
+        self.fields = fields
+        """Per stored reply (one, or each of a rotation): TTL offsets and the TTLs at ``born``;
+        empty when the TTLs stay fixed."""
+        self.tick = tick
+
+    def advance(self, entry: Entry, now: float) -> bool:
+        """Bring ``entry``'s bytes to the elapsed second of ``now``; False (and the entry
+        expired) when its producer says to stop. Racing threads at worst patch a second twice."""
+        sec = int(now - self.born)
+        self.sec = sec
+        self.next_at = self.born + sec + 1
+        if not self.tick():
+            entry.expires = -1.0
+            return False
+        if not self.fields:
+            return True
+        reply = entry.reply
+        if isinstance(reply, Rotation):
+            reply.replies = [with_ttls(r, offsets, ttls, sec)
+                             for r, (offsets, ttls) in zip(reply.replies, self.fields, strict=True)]
+            return True
+        offsets, ttls = self.fields[0]
+        patched = with_ttls(reply, offsets, ttls, sec)
+        entry.reply = patched
+        if entry.tail is not None:
+            entry.tail = patched[2:]
+        return True
+
+
 class Entry:
     """One stored fast-path reply: the bytes (or a rotation of them), what they were built
     from, and the hit count."""
 
     __slots__ = ("deps", "expires", "hits", "patchable", "rcode", "reply", "size", "stats",
-                 "tail", "tally", "waste")
+                 "tail", "tally", "ticking", "waste")
 
     def __init__(self, reply: bytes | Rotation, stats: StatsKey, expires: float = 0.0, *,
                  exact: bool = True, tally: Hashable | None = None,
@@ -117,6 +160,8 @@ class Entry:
         """The reply's rcode (per-client counts on hits)."""
         self.waste: str | None = None
         """For an NXDOMAIN: which clients' search waste it is (``ClientScoper.waste_for``)."""
+        self.ticking: Ticking | None = None
+        """Set for a reply whose TTLs count down on replay (a cache hit)."""
         self.tail: bytes | None = reply[2:] if exact and type(reply) is bytes else None
         """Everything after the ID, for the exact-bytes hit: set only for a single reply
         spelled exactly as its key (the hit still checks ``expires``)."""

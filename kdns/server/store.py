@@ -42,6 +42,11 @@ StoreKey = bytes | tuple[str, bytes]
 """The query bytes after the ID (name lower-cased), or (client scope, those bytes) for a reply
 that depended on who asked (``isolate``): a tuple never equals a query's bytes."""
 
+TICKING_OVERHEAD = 600
+"""Bytes charged beyond :data:`ENTRY_OVERHEAD` for a reply whose TTLs count down (a cache hit):
+its TTL offsets and starting TTLs and the cache's callback. Measured with tracemalloc: 10,000
+countdowns of one-record replies took 611 bytes each."""
+
 
 class ReplyStore:
     """Replies of one listener. Hits read :attr:`entries` without a lock (one dict lookup);
@@ -83,6 +88,8 @@ class ReplyStore:
         raw = key if isinstance(key, bytes) else key[1]
         size = len(raw) + (0 if raw is key else SCOPE_OVERHEAD) + ENTRY_OVERHEAD + (
             sum(len(r) for r in reply.replies) if isinstance(reply, Rotation) else 2 * len(reply))
+        if entry.ticking is not None:
+            size += TICKING_OVERHEAD
         with self._lock:
             if GENERATION.value != self.version:
                 self._catch_up_locked()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dns.flags
@@ -110,12 +110,16 @@ def test_second_query_is_served_from_cache_with_smaller_ttl(kdns: Running, upstr
 
     # The TTL counts down by whole seconds spent in the cache; poll until it has moved once.
     deadline = time.monotonic() + 3
+    asked = 2
     while (ttl := a_ttl(kdns.udp("www.example.com."))) == 30 and time.monotonic() < deadline:
+        asked += 1
         time.sleep(0.05)
+    asked += 1
     assert ttl == 29
     assert upstream.count("www.example.com.") == 1
     cache = next(h for h in kdns.server.handlers() if h.name == "cache")
-    assert cache.counters.misses == 1 and cache.counters.hits_success >= 2
+    replayed = kdns.server.replays().get(cache.replay_tokens["success"], 0)
+    assert cache.counters.misses == 1 and cache.counters.hits_success + replayed == asked - 1
 
 
 def test_nxdomain_with_soa_is_cached(kdns: Running, upstream: Upstream) -> None:
@@ -156,7 +160,7 @@ def test_cluster_names_falling_through_are_never_cached(upstream: Upstream,
         assert upstream.count("www.example.com.") == 1
 
 
-def test_cache_hits_are_replayed_by_the_fast_path_for_at_most_a_second(
+def test_cache_hits_are_replayed_by_the_fast_path_and_keep_counting_down(
     kdns: Running, upstream: Upstream,
 ) -> None:
     kdns.udp("www.example.com.")  # miss: from the upstream
@@ -236,3 +240,106 @@ def test_fast_path_replays_count_as_cache_hits(kdns: Running, upstream: Upstream
     kdns.udp("www.example.com.")
     assert series("coredns_cache_hits_total", type="success") == 31
     assert series("coredns_cache_requests_total") == 43
+
+
+def _series(kdns: Running, name: str, **labels: str) -> float:
+    from prometheus_client import generate_latest
+
+    total = 0.0
+    for line in generate_latest(kdns.server.registry).decode().splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _watch(kdns: Running, qname: str, seconds: float,
+           until: Callable[[list[int]], bool] = lambda seen: False) -> list[int]:
+    """The answer TTLs of ``qname`` asked every 20 ms for at most ``seconds`` (or until
+    ``until(seen so far)``): a bounded loop of at most seconds / 0.02 queries."""
+    seen: list[int] = []
+    t0 = time.monotonic()
+    for _ in range(int(seconds / 0.02)):
+        seen.append(a_ttl(kdns.udp(qname)))
+        if time.monotonic() - t0 >= seconds or until(seen):
+            break
+        time.sleep(0.02)
+    return seen
+
+
+def test_fast_path_replays_count_down_across_seconds_with_exact_metrics(
+    kdns: Running, upstream: Upstream,
+) -> None:
+    """Past its first second a hit is still replayed by the fast path (the cache plugin sees
+    one hit in all), its TTLs rewritten as the seconds pass, and every replay is a hit."""
+    kdns.udp("www.example.com.")   # miss
+    seen = _watch(kdns, "www.example.com.", 2.3)
+    asked = 1 + len(seen)
+    assert seen == sorted(seen, reverse=True) and seen[0] == 30 and seen[-1] <= 28
+    assert seen[-1] >= 30 - 3 and set(seen) <= set(range(seen[-1], 31))
+    cache = next(h for h in kdns.server.handlers() if h.name == "cache")
+    assert cache.counters.hits_success == 1  # the first hit; the rest were replays
+    assert _series(kdns, "coredns_cache_hits_total", type="success") == asked - 1
+    assert _series(kdns, "coredns_cache_requests_total") == asked
+    assert _series(kdns, "coredns_cache_misses_total") == 1
+    assert upstream.count("www.example.com.") == 1
+    tcp = kdns.tcp("www.example.com.")   # the TCP listener's store counts down alike
+    assert a_ttl(tcp) <= seen[-1]
+
+
+def test_fast_path_stops_replaying_at_expiry(upstream: Upstream, tmp_path: Path) -> None:
+    for kdns in running(f".:53 {{\n    cache 2\n    forward . 127.0.0.1:{upstream.port}\n}}\n",
+                        tmp_path):
+        kdns.udp("www.example.com.")   # miss: TTL 2, expires 2 s from now
+        seen = _watch(kdns, "www.example.com.", 3.0,
+                      until=lambda seen: upstream.count("www.example.com.") == 2)
+        # counted down to 1, never replayed as 0, then asked again upstream at expiry
+        assert upstream.count("www.example.com.") == 2
+        *replayed, refetched = seen
+        assert replayed == sorted(replayed, reverse=True) and set(replayed) == {2, 1}
+        assert refetched == 2   # the new entry
+
+
+def test_serve_stale_still_answers_expired_entries_with_ttl_zero(
+    upstream: Upstream, tmp_path: Path,
+) -> None:
+    corefile = (f".:53 {{\n    cache 2 {{\n        serve_stale 1h\n    }}\n"
+                f"    forward . 127.0.0.1:{upstream.port}\n}}\n")
+    for kdns in running(corefile, tmp_path):
+        kdns.udp("www.example.com.")
+        seen = _watch(kdns, "www.example.com.", 3.0, until=lambda seen: seen[-1] == 0)
+        cache = next(h for h in kdns.server.handlers() if h.name == "cache")
+        assert seen[-1] == 0 and cache.counters.served_stale == 1
+        before = seen[: seen.index(0)]
+        assert before == sorted(before, reverse=True) and set(before) == {2, 1}
+        assert cache.wait_idle(5)
+        assert a_ttl(kdns.udp("www.example.com.")) == 2   # refreshed behind the stale answer
+        assert upstream.count("www.example.com.") == 2
+
+
+def test_prefetch_still_refreshes_a_name_replayed_by_the_fast_path(
+    upstream: Upstream, tmp_path: Path,
+) -> None:
+    corefile = (f".:53 {{\n    cache 4 {{\n        prefetch 1 1m 50%\n    }}\n"
+                f"    forward . 127.0.0.1:{upstream.port}\n}}\n")
+    for kdns in running(corefile, tmp_path):
+        kdns.udp("www.example.com.")
+        seen = _watch(kdns, "www.example.com.", 3.8,
+                      until=lambda seen: upstream.count("www.example.com.") == 2)
+        cache = next(h for h in kdns.server.handlers() if h.name == "cache")
+        assert upstream.count("www.example.com.") == 2 and cache.counters.prefetches == 1
+        assert cache.counters.misses == 1 and 0 not in seen   # refreshed before it expired
+
+
+def test_replays_count_down_from_the_ttl_the_cache_stored(
+    upstream: Upstream, tmp_path: Path,
+) -> None:
+    """rewrite runs behind cache (CoreDNS's order), so the cache stores its TTL of 10 and the
+    fast path counts down from that, as the cache itself would."""
+    corefile = (f".:53 {{\n    rewrite ttl exact www.example.com 10\n    cache 30\n"
+                f"    forward . 127.0.0.1:{upstream.port}\n}}\n")
+    for kdns in running(corefile, tmp_path):
+        seen = _watch(kdns, "www.example.com.", 2.2)
+        assert seen[0] == 10 and seen == sorted(seen, reverse=True) and seen[-1] <= 8
+        assert upstream.count("www.example.com.") == 1
+        cache = next(h for h in kdns.server.handlers() if h.name == "cache")
+        assert cache.counters.hits_success == 1

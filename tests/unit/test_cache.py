@@ -372,6 +372,80 @@ def test_keepttl_serves_stored_ttl() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# countdown: how long the server's fast path may replay a hit without asking the cache
+
+
+def test_hit_may_be_replayed_counting_down_until_expiry() -> None:
+    r = rig("cache", answer=a_record(ttl=100))
+    r.ask()
+    r.clock.advance(10.4)
+    resp = r.ask()
+    cd = resp.countdown
+    assert cd is not None and not cd.fixed and cd.elapsed == 10 and ttls(resp) == [90]
+    mono = time.monotonic()
+    # the fast path's clock: born 10.4 s ago, the entry's 100 s end 89.6 s from now
+    assert 10.3 < mono - cd.born < 10.5 and 89.5 < cd.until - mono < 89.7
+    assert cd.tick()
+    r.clock.advance(88.8)          # 0.8 s left: not worth a countdown, the 1 s limit applies
+    late = r.ask()
+    assert late.fast and late.countdown is None and ttls(late) == [1]
+
+
+def test_countdown_stops_where_prefetch_must_decide() -> None:
+    r = rig("cache {\n prefetch 2 1m 50%\n}", answer=a_record(ttl=100))
+    r.ask()
+    r.clock.advance(10)
+    cd = r.ask().countdown
+    assert cd is not None and 39.9 < cd.until - time.monotonic() < 40.1  # 50 s left from then on
+    r.clock.advance(45)            # inside the prefetch window: every query reaches the cache
+    assert r.ask().countdown is None
+
+
+def test_keepttl_countdown_leaves_ttls_fixed() -> None:
+    r = rig("cache 60 {\n keepttl\n}")
+    r.ask()
+    r.clock.advance(5)
+    cd = r.ask().countdown
+    assert cd is not None and cd.fixed and 54.9 < cd.until - time.monotonic() < 55.1
+
+
+def test_ticks_keep_prefetch_popularity() -> None:
+    """Replays never reach the cache; their once-a-second ticks count for popularity as the
+    hits that reached it once a second did, so a name asked all the time is still prefetched."""
+    def run(tick: bool) -> int:
+        r = rig("cache {\n prefetch 3 10s 50%\n}", answer=a_record(ttl=100))
+        r.ask()
+        r.clock.advance(1)
+        cd = r.ask().countdown     # hits=1; replayed from now on
+        assert cd is not None
+        for _ in range(10):
+            r.clock.advance(5)
+            if tick:
+                assert cd.tick()
+        r.ask()                    # 49 s left <= 50: popular only if the ticks counted
+        return r.handler.counters.prefetches
+
+    assert run(tick=True) == 1
+    assert run(tick=False) == 0    # a 50 s gap resets the count to 1
+
+
+def test_tick_stops_replay_of_an_evicted_or_replaced_entry() -> None:
+    r = rig("cache {\n success 1024\n serve_stale 1h verify\n}", answer=a_record(ttl=100))
+    for i in range(1024):
+        r.ask(f"n{i}.example.com.")
+    cds = [r.ask(f"n{i}.example.com.").countdown for i in (1, 0)][::-1]
+    assert cds[0] is not None and cds[1] is not None
+    for i in range(2, 1024):
+        r.ask(f"n{i}.example.com.")  # n1 and n0 are now the least recently used
+    assert cds[0].tick()           # a replay of n0 this second: n0 is used again
+    r.ask("extra.example.com.")    # pushes out the least recently used: n1, not n0
+    assert cds[0].tick() and not cds[1].tick()
+    r.clock.advance(150)           # n0 expires and is refreshed (verify): a new entry
+    assert r.ask("n0.example.com.").plugin == "forward"
+    assert not cds[0].tick()
+
+
+# ---------------------------------------------------------------------------------------------
 # denial and errors
 
 

@@ -126,3 +126,44 @@ def test_encode_drops_additional_before_answers_without_tc() -> None:
     msg = dns.message.from_wire(wire.encode(reply, 512))
     assert not msg.flags & dns.flags.TC
     assert len(msg.answer) == 1 and not msg.additional
+
+
+def _reply_with_ttls() -> bytes:
+    """A reply with records in all three sections (different TTLs, compressed and spelled
+    owners) and an OPT whose flags must not be taken for a TTL."""
+    query = DNSRecord.question("www.example.com", "A")
+    reply = query.reply()
+    reply.add_answer(*RR.fromZone("www.example.com. 300 IN CNAME web.example.com.\n"
+                                  "web.example.com. 60 IN A 192.0.2.1"))
+    reply.add_auth(*RR.fromZone("example.com. 86400 IN NS ns.example.net."))
+    reply.add_ar(*RR.fromZone("ns.example.net. 5 IN A 192.0.2.53"))
+    out = reply.pack()
+    # OPT: udp 1232, DO set (its "TTL" is 0x00008000)
+    opt = b"\x00\x00\x29\x04\xd0\x00\x00\x80\x00\x00\x00"
+    return out[:10] + struct.pack("!H", 2) + out[12:] + opt
+
+
+def test_ttl_fields_find_every_record_ttl_but_the_opts() -> None:
+    reply = _reply_with_ttls()
+    offsets, ttls = wire.ttl_fields(reply)
+    assert ttls == (300, 60, 86400, 5)
+    assert [struct.unpack_from("!I", reply, at)[0] for at in offsets] == list(ttls)
+
+
+@pytest.mark.parametrize("elapsed", [0, 1, 59, 60, 61, 299, 301, 100000])
+def test_with_ttls_counts_each_record_down_and_stops_at_zero(elapsed: int) -> None:
+    reply = _reply_with_ttls()
+    offsets, ttls = wire.ttl_fields(reply)
+    out = wire.with_ttls(reply, offsets, ttls, elapsed)
+    parsed = dns.message.from_wire(out)
+    got = [rrset.ttl for sec in (parsed.answer, parsed.authority, parsed.additional)
+           for rrset in sec]
+    assert got == [max(0, t - elapsed) for t in ttls]
+    assert parsed.edns == 0 and parsed.ednsflags & dns.flags.DO  # the OPT is untouched
+    assert len(out) == len(reply) and out[:12] == reply[:12]
+
+
+@pytest.mark.parametrize("cut", [13, 20, 40, -3])
+def test_ttl_fields_reject_a_reply_cut_short(cut: int) -> None:
+    with pytest.raises(ValueError, match="malformed reply"):
+        wire.ttl_fields(_reply_with_ttls()[:cut])

@@ -21,8 +21,13 @@ stored duration on a miss, counted down by whole seconds spent in the cache on a
 increased, RFC 1035 §6), 0 for a stale answer, or the stored duration with ``keepttl``.
 
 Storage is two ``cachetools.LRUCache`` maps bounded by entry count (CoreDNS evicts randomly;
-LRU keeps the popular names, which is what a cache in front of a search-path walk wants).
+LRU keeps the popular names, which is what a cache in front of a search-path walk wants), each
+entry the reply's wire bytes (parsed again only on the rare hit that reaches the plugin).
 Expired entries stay until they are looked up past their stale window or evicted.
+
+A fresh hit carries a :class:`~kdns.plugins.base.Countdown`: the server's fast path replays it,
+TTLs rewritten per elapsed second, until the entry expires or its prefetch window starts, and
+calls back once per second of replay (popularity, LRU recency, "is it still this entry?").
 
 Counters (plain ints on :attr:`CacheHandler.counters`, read at scrape time; the names map to
 CoreDNS's ``coredns_cache_*`` series):
@@ -43,7 +48,6 @@ many threads: one lock guards the stores, the counters and the refresh bookkeepi
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import threading
@@ -51,6 +55,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from cachetools import LRUCache
@@ -58,7 +63,7 @@ from dnslib import QTYPE, RCODE, RR, DNSHeader, DNSRecord
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from kdns.config.zones import in_zone
-from kdns.plugins.base import Next, Request, Response, WouldBlock
+from kdns.plugins.base import Countdown, Next, Request, Response, WouldBlock
 from kdns.plugins.cache.setup import DENIAL, NAME, SUCCESS, CacheConfig
 from kdns.plugins.metrics import VIEW, server_label
 from kdns.plugins.setup_context import SetupContext
@@ -74,9 +79,11 @@ stale entries queues refreshes instead of starting a thread per name."""
 
 
 FAST_REPLAY = 1.0
-"""Seconds the server's fast path may replay a cache hit's bytes: TTLs are whole seconds, so
-within a second the reply would be the same (prefetch popularity then counts at most one hit
-per second per name, since replays do not reach the cache)."""
+"""Seconds the server's fast path may replay a cache hit's bytes as they are: TTLs are whole
+seconds, so within a second the reply would be the same. A hit also carries a
+:class:`~kdns.plugins.base.Countdown` that lets the fast path replay it until the entry
+expires (or its prefetch window starts), rewriting the TTLs as seconds pass; a plugin that
+rebuilds the reply without keeping the countdown falls back to this second."""
 
 
 @dataclass(slots=True)
@@ -104,16 +111,10 @@ class Counters:
 class Entry:
     kind: str
     """``success`` or ``denial`` (SERVFAIL included)."""
-    rcode: int
-    aa: int
-    ra: int
-    ad: int
-    rr: tuple[RR, ...]
-    auth: tuple[RR, ...]
-    ar: tuple[RR, ...]
-    """Additional records without the OPT: the server adds its own for EDNS clients."""
-    owner_is_qname: tuple[tuple[bool, ...], tuple[bool, ...], tuple[bool, ...]]
-    """Per section and record: is the owner the question name? Those get the client's case."""
+    wire: bytes
+    """The reply as stored: ID 0, the upstream's question, its header bits and records with
+    every TTL at :attr:`ttl`, the OPT left out (the server adds its own for EDNS clients).
+    Bytes rather than dnslib objects: a few hundred bytes an entry instead of ~2 KB."""
     stored: float
     ttl: int
     """Seconds the entry is fresh; also the TTL every record had when stored."""
@@ -167,6 +168,10 @@ def classify(msg: DNSRecord, cfg: CacheConfig) -> tuple[str, int] | None:
         ttl = min(max(min(soas), cfg.denial_min_ttl), cfg.denial_ttl)
         return (DENIAL, ttl) if ttl > 0 else None
     return None
+
+
+def _at(r: RR, ttl: int) -> RR:
+    return RR(r.rname, r.rtype, r.rclass, ttl, r.rdata)
 
 
 def _question_matches(req: Request, msg: DNSRecord) -> bool:
@@ -261,7 +266,7 @@ class CacheHandler:
                 if remaining > 0:
                     prefetch = self._popular(entry, now, remaining)
         try:
-            return self._answer(req, key, nxt, entry, remaining, prefetch)
+            return self._answer(req, key, nxt, entry, now, remaining, prefetch)
         except WouldBlock:
             # The UDP loop's inline attempt needs the upstream after all: the query is asked
             # again from a worker and counted there, so this attempt must not count.
@@ -270,8 +275,8 @@ class CacheHandler:
                 setattr(self.counters, counted, getattr(self.counters, counted) - 1)
             raise
 
-    def _answer(self, req: Request, key: Key, nxt: Next, entry: Entry | None, remaining: int,
-                prefetch: bool) -> Response:
+    def _answer(self, req: Request, key: Key, nxt: Next, entry: Entry | None, now: float,
+                remaining: int, prefetch: bool) -> Response:
         if entry is None:
             return self._fetch(req, key, nxt)
         if remaining <= 0:
@@ -289,11 +294,48 @@ class CacheHandler:
         if prefetch:
             self._refresh_later(req, key, nxt, prefetch=True)
         # The reply only changes when its TTL ticks down a second, so the server may replay its
-        # bytes for up to a second (FAST_REPLAY) instead of asking the cache for every query.
+        # bytes for up to a second (FAST_REPLAY), and with the countdown until the entry's end,
+        # instead of asking the cache for every query.
         return Response(self._reply(entry, req, entry.ttl if self.cfg.keepttl else remaining), NAME,
                         fast=True, deps=(),
                         expires=time.monotonic() + FAST_REPLAY,
-                        tally=self.replay_tokens[entry.kind])
+                        tally=self.replay_tokens[entry.kind],
+                        countdown=self._countdown(key, entry, now))
+
+    def _countdown(self, key: Key, entry: Entry, now: float) -> Countdown | None:
+        """How long the fast path may replay ``entry`` (counting its TTLs down) without the
+        cache: until it expires, or until its prefetch window starts, since deciding a prefetch
+        needs the query here. None when that is less than FAST_REPLAY away. ``now`` is the
+        time the reply's TTL was computed at, so the elapsed seconds agree with it."""
+        cfg = self.cfg
+        age = now - entry.stored
+        end = float(entry.ttl)
+        if cfg.prefetch > 0:
+            # remaining <= threshold from elapsed second ttl - threshold on (see _popular).
+            end -= math.ceil(cfg.prefetch_percentage / 100 * entry.ttl)
+        if end - age <= FAST_REPLAY:
+            return None
+        mono = time.monotonic()  # the fast path's clock; the cache's may be injected
+        return Countdown(born=mono - age, elapsed=int(age), until=mono + (end - age),
+                         tick=partial(self._tick, key, entry), fixed=cfg.keepttl)
+
+    def _tick(self, key: Key, entry: Entry) -> bool:
+        """What the fast path calls once per elapsed second of replaying ``entry`` (bound with
+        functools.partial: smaller than a closure, and one is kept per stored reply): count it
+        as the hit that would have reached the cache that second (prefetch popularity, LRU
+        recency, as with FAST_REPLAY alone), or stop the replay if the entry was evicted or
+        replaced."""
+        now = self._now()
+        with self._lock:
+            if self._stores[entry.kind].get(key) is not entry:  # get(): LRU recency
+                return False
+            if self.cfg.prefetch > 0:
+                if now - entry.last > self.cfg.prefetch_window:
+                    entry.hits = 1
+                else:
+                    entry.hits += 1
+                entry.last = now
+        return True
 
     def _lookup(self, key: Key, now: float) -> Entry | None:
         """A fresh entry, or a stale one within serve_stale's window; drops dead ones."""
@@ -344,14 +386,18 @@ class CacheHandler:
         if disabled and under(req.qname_lower, disabled):
             return None
         h = msg.header
-        ar = tuple(r for r in msg.ar if r.rtype != QTYPE.OPT)
-        qname = msg.questions[0].qname
-        sections = (tuple(msg.rr), tuple(msg.auth), ar)
-        owners = tuple(tuple(r.rname == qname for r in sec) for sec in sections)
+        header = DNSHeader(id=0, qr=1, aa=h.aa, ra=h.ra, rcode=h.rcode)
+        header.ad = h.ad
+        stored = DNSRecord(header, questions=[msg.questions[0]],
+                           rr=[_at(r, ttl) for r in msg.rr], auth=[_at(r, ttl) for r in msg.auth],
+                           ar=[_at(r, ttl) for r in msg.ar if r.rtype != QTYPE.OPT])
+        try:
+            packed = stored.pack()
+        except Exception as err:  # what dnslib parsed it can pack; if not, do not keep it
+            log.debug("not caching %s: %s", req.qname, err)
+            return None
         now = self._now()
-        entry = Entry(kind, h.rcode, h.aa, h.ra, h.ad, rr=sections[0], auth=sections[1], ar=ar,
-                      owner_is_qname=(owners[0], owners[1], owners[2]), stored=now, ttl=ttl,
-                      last=now)
+        entry = Entry(kind, packed, stored=now, ttl=ttl, last=now)
         with self._lock:
             old = self._stores[DENIAL].get(key) or self._stores[SUCCESS].get(key)
             if refresh and old is not None and h.rcode == RCODE.SERVFAIL:
@@ -433,21 +479,21 @@ class CacheHandler:
     def _reply(self, entry: Entry, req: Request, ttl: int) -> DNSRecord:
         """The entry as a reply to ``req``: the client's ID, opcode, RD, CD and question (as
         sent, so 0x20 clients see their case, also on records owned by the question name)."""
-        qh = req.msg.header
-        header = DNSHeader(id=qh.id, qr=1, opcode=qh.opcode, aa=entry.aa, rd=qh.rd, ra=entry.ra,
-                           rcode=entry.rcode)
-        header.cd = qh.cd
+        msg = DNSRecord.parse(entry.wire)  # a fresh copy: whoever gets it may change it
+        qh, h = req.msg.header, msg.header
+        h.id, h.opcode, h.rd, h.cd = qh.id, qh.opcode, qh.rd, qh.cd
         # RFC 6840 §5.8: AD only to a client that asked for it (DO or AD set).
-        header.ad = entry.ad if (req.do or qh.ad) else 0
+        h.ad = h.ad if (req.do or qh.ad) else 0
+        stored = msg.questions[0].qname
         question = req.msg.questions[0]
         qname = question.qname
-        rr, auth, ar = (
-            [RR(qname if own else r.rname, r.rtype, r.rclass, ttl, copy.copy(r.rdata))
-             for r, own in zip(sec, owners, strict=True)]
-            for sec, owners in zip((entry.rr, entry.auth, entry.ar), entry.owner_is_qname,
-                                   strict=True)
-        )
-        return DNSRecord(header, questions=[question], rr=rr, auth=auth, ar=ar)
+        msg.questions = [question]
+        for sec in (msg.rr, msg.auth, msg.ar):
+            for r in sec:
+                r.ttl = ttl
+                if r.rname == stored:  # the owner is the question name: the client's case
+                    r.rname = qname
+        return msg
 
     def metrics(self, ctx: SetupContext) -> Iterator[Any]:
         """CoreDNS's cache families (reference §3), from the plain counters."""
