@@ -12,6 +12,7 @@ message; ``kdns serve`` must exit non-zero; a block without a loop must not.
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import sys
@@ -267,8 +268,28 @@ def test_forwarding_to_itself_halts_the_server(tmp_path: Path, loop_registry: No
         srv.stop()
 
 
+def _port_below_ephemeral() -> int:
+    """A UDP and TCP port on 127.0.0.1 that is free now and that the kernel never hands out as
+    an ephemeral source port (those come from ip_local_port_range, 32768-60999 by default)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10000, max(10001, low))
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
+                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                u.bind(("127.0.0.1", port))
+                t.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
 def test_two_servers_forwarding_to_each_other(tmp_path: Path, loop_registry: None) -> None:
-    pa, pb = free_port(), free_port()
+    # Below the kernel's ephemeral range: a's forward sockets take ephemeral ports, and one of
+    # them could otherwise land on pb, freed by free_port(), before b binds it.
+    pa, pb = _port_below_ephemeral(), _port_below_ephemeral()
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a = start_server(f".:{pa} {{\n loop\n forward . 127.0.0.1:{pb}\n}}\n", tmp_path / "a")

@@ -622,12 +622,16 @@ def test_max_fails_zero_never_marks_down(upstream_factory: Callable[..., FakeUps
 
 def test_stop_ends_every_thread(upstream_factory: Callable[..., FakeUpstream]) -> None:
     up = upstream_factory(drop=True)
+    # Only this handler's threads: a server another test left draining may still own some.
+    before = set(threading.enumerate())
     h = make_handler(up.addr, max_fails=1, health_check=0.05, read_timeout=0.1)
     h.start()
     h.serve(request(), not_forwarded)
     wait_for(lambda: h.upstreams[0].healthcheck_failures >= 1)
+    mine = [t for t in threading.enumerate() if t not in before and t.name.startswith("forward-")]
+    assert mine, "the handler started its sweeper and a health probe"
     h.stop()
-    assert not any(t.name.startswith("forward-") and t.is_alive() for t in threading.enumerate())
+    assert not [t.name for t in mine if t.is_alive()]
 
 
 def test_resolv_conf_upstreams_through_the_server(
