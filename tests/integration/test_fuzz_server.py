@@ -174,11 +174,17 @@ def test_any_answers_do_not_grow_the_store_without_bound(
     memory without limit."""
     dispatcher = any_dispatcher
     dispatcher.store.max_bytes = 50 * 400
+    peak = 0
     for i in range(200):
         q = dns.message.make_query(f"n{i}.example.com.", "ANY", use_edns=0)
         check_reply(q.to_wire(), dispatcher.serve(q.to_wire(), CLIENT))
         assert dispatcher.store.bytes <= 50 * 400
-    assert 20 <= len(dispatcher.store) <= 50
+        assert len(dispatcher.store) <= 50
+        peak = max(peak, len(dispatcher.store))
+    # The peak, not the final count: the data version is process-wide, and a reload by any
+    # other server in this test process (bump(None)) empties every store at any moment.
+    # What this test guards is that ANY answers are stored at all and stay within the bound.
+    assert peak >= 20 and dispatcher.store.evictions > 0
 
 
 @pytest.fixture(scope="module")
