@@ -248,7 +248,21 @@ def test_plugins_that_pass_everything_are_not_asked() -> None:
     with_cold, _general = _dispatchers("default")
     cold = with_cold.zones["."].cold
     assert cold is not None
-    # errors passes everything; loadbalance and cache decide per question
+    # errors passes everything, the cache every name its block's kubernetes plugin answers;
+    # loadbalance decides per answer
+    assert [p.__self__.name for p in cold.front] == ["loadbalance"]  # type: ignore[attr-defined]
+
+
+def test_a_cache_of_another_block_is_still_asked() -> None:
+    """passes_all_of is about the cache's own kubernetes plugin: another answerer keeps it."""
+    front = _front()
+    kube, other = _handler("default"), _handler("default")
+    cache = next(h for h in front if h.name == "cache")
+    cache._shared["kubernetes"] = kube
+    assert cache.passes_all_of(kube)
+    assert not cache.passes_all_of(other) and not cache.passes_all_of(None)
+    cold = cold_path([*front, other])
+    assert cold is not None
     assert [p.__self__.name for p in cold.front] == ["loadbalance", "cache"]  # type: ignore[attr-defined]
 
 

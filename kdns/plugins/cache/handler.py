@@ -234,6 +234,11 @@ class CacheHandler:
         zones: tuple[str, ...] = getattr(k8s, "zones", ())
         return bool(zones) and under(name, zones)
 
+    def passes_all_of(self, answerer: object) -> bool:
+        """The block's kubernetes plugin answers only names of its zones, which the cache
+        never touches (:meth:`bypass`): the cold path need not ask."""
+        return answerer is not None and answerer is self._shared.get("kubernetes")
+
     def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
         """Names the cache does not act for (outside its zones, or the kubernetes plugin's)
         go by it untouched and uncounted."""
