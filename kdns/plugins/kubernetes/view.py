@@ -6,12 +6,15 @@ never changes afterwards, so the query path reads it without a lock. Its indexes
 sharded dicts of :mod:`kdns.plugins.kubernetes.index`.
 
 Memory: an entry is the slim Service plus one small tuple per EndpointSlice; addresses and names
-are the interned strings the parser made, shared by every index (reference §5 P9).
+are the interned strings the parser made, shared by every index (reference §5 P9). Each entry
+also keeps its A/AAAA addresses packed (one bytes object per family, 4 or 16 bytes an address),
+so a name's first answer costs no conversion.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -19,6 +22,7 @@ from typing import Any, NamedTuple
 from kdns.k8s.objects import Port, Service
 from kdns.k8s.source import Key
 from kdns.plugins.base import GENERATION
+from kdns.plugins.kubernetes import deps as dep
 from kdns.plugins.kubernetes.index import _get
 
 
@@ -38,13 +42,21 @@ class EpGroup(NamedTuple):
 class SvcEntry:
     """One Service with its merged endpoints, as answers need it."""
 
-    __slots__ = ("groups", "key", "service")
+    __slots__ = ("dep", "groups", "key", "rdata", "service")
 
     def __init__(self, key: Key, service: Service, groups: tuple[EpGroup, ...]) -> None:
         self.key = key
         """The dict key object, shared by the reverse index (one tuple per Service)."""
         self.service = service
         self.groups = groups
+        self.dep = dep.service(key[0], key[1])
+        """Its dependency key (:func:`kdns.plugins.kubernetes.deps.service`), made once here:
+        every answer about the name lists it."""
+        self.rdata = _rdata(service, groups)
+        """The packed addresses of the name's A and AAAA answers, in answer order, each once
+        (4 and 16 bytes apiece): made when the entry changes, so the first answer of a
+        Service (:mod:`~kdns.plugins.kubernetes.wire_answer`) only frames them. None for an
+        ExternalName, or an address that does not pack (the general path answers then)."""
 
     def endpoints(self) -> Iterator[tuple[str, str, tuple[Port, ...]]]:
         """(ip, endpoint label, ports) for every endpoint that counts."""
@@ -58,6 +70,20 @@ class SvcEntry:
 
     def __repr__(self) -> str:
         return f"SvcEntry({self.service.namespace}/{self.service.name}, {list(self.endpoints())})"
+
+
+def _rdata(service: Service, groups: tuple[EpGroup, ...]) -> tuple[bytes, bytes] | None:
+    if service.type == "ExternalName":
+        return None
+    ips = ([ip for g in groups for ip in g.ips] if service.headless else service.cluster_ips)
+    try:
+        # The families as the answer function splits them ("." in an A, ":" in an AAAA).
+        return (b"".join([socket.inet_pton(socket.AF_INET, ip)
+                          for ip in dict.fromkeys(ips) if "." in ip]),
+                b"".join([socket.inet_pton(socket.AF_INET6, ip)
+                          for ip in dict.fromkeys(ips) if ":" in ip]))
+    except OSError:
+        return None
 
 
 def dashed(ip: str) -> str:

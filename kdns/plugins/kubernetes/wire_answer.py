@@ -15,9 +15,8 @@ SOA's names at the zone's place in the question, so the client's spelling is ech
 
 from __future__ import annotations
 
-import socket
 import struct
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 
 from dnslib import QTYPE, RCODE
 
@@ -49,38 +48,47 @@ def answer_wire(qname: str, qtype: int, view: View, cfg: KubernetesConfig, zone:
         return _negative(qname, zone, view, cfg, _NXDOMAIN, deps, fallthrough)
     if len(labels) == 2:
         return _negative(qname, zone, view, cfg, _NOERROR, deps, fallthrough)  # an empty non-terminal
-    deps.append(("svc", ns, labels[0]))  # deps.service(ns, name)
     entry = view.service(ns, labels[0])
     if entry is None:
+        deps.append(("svc", ns, labels[0]))  # deps.service(ns, name)
         return _negative(qname, zone, view, cfg, _NXDOMAIN, deps, fallthrough)
-    svc = entry.service
-    if svc.type == "ExternalName":
-        return None
-    ips: Sequence[str]
-    if svc.headless:
-        ips = [ip for g in entry.groups for ip in g.ips]
-    elif cfg.ignore_empty_service and entry.ip_count() == 0:
-        ips = ()
-    else:
-        ips = svc.cluster_ips
-    if not ips:
+    deps.append(entry.dep)
+    rdata = entry.rdata
+    if rdata is None:
+        return None  # an ExternalName (a CNAME to chase), or an address that does not pack
+    if not (rdata[0] or rdata[1]) or (cfg.ignore_empty_service and not entry.service.headless
+                                      and entry.ip_count() == 0):
         return _negative(qname, zone, view, cfg, _NXDOMAIN, deps, fallthrough)
     if qtype == _A:
-        fam, af, head = ".", socket.AF_INET, b"\xc0\x0c\x00\x01\x00\x01" + struct.pack(
-            "!IH", cfg.ttl, 4)
+        packed, size = rdata[0], 4
     elif qtype == _AAAA:
-        fam, af, head = ":", socket.AF_INET6, b"\xc0\x0c\x00\x1c\x00\x01" + struct.pack(
-            "!IH", cfg.ttl, 16)
+        packed, size = rdata[1], 16
     else:
         return _negative(qname, zone, view, cfg, _NOERROR, deps, fallthrough)
-    if len(ips) == 1:  # most Services: one ClusterIP
-        wanted = ips if fam in ips[0] else ()
-    else:
-        wanted = [ip for ip in dict.fromkeys(ips) if fam in ip]
-    if not wanted:
+    if not packed:
         return _negative(qname, zone, view, cfg, _NOERROR, deps, fallthrough)
-    return WireAnswer(_NOERROR, len(wanted), 0,
-                      b"".join([head + socket.inet_pton(af, ip) for ip in wanted]), tuple(deps))
+    head = _HEADS.get((qtype, cfg.ttl))
+    if head is None:
+        head = _head(qtype, cfg.ttl)
+    if len(packed) == size:  # most Services: one ClusterIP
+        return WireAnswer(_NOERROR, 1, 0, head + packed, tuple(deps))
+    return WireAnswer(_NOERROR, len(packed) // size, 0,
+                      b"".join([head + packed[i : i + size] for i in range(0, len(packed), size)]),
+                      tuple(deps))
+
+
+_HEADS: dict[tuple[int, int], bytes] = {}
+
+
+def _head(qtype: int, ttl: int) -> bytes:
+    """An A or AAAA record up to its address: owner (a pointer to the question), type, class,
+    TTL and length."""
+    size = 4 if qtype == _A else 16
+    head = b"\xc0\x0c" + struct.pack("!HHIH", qtype, 1, ttl, size)
+    if len(_HEADS) > 16:
+        _HEADS.clear()
+    _HEADS[(qtype, ttl)] = head
+    return head
 
 
 def _negative(qname: str, zone: str, view: View, cfg: KubernetesConfig, rcode: int,
