@@ -20,16 +20,13 @@ import dns.rcode
 import pytest
 
 from tests.conftest import DEMO, ROOT
+from tests.ports import free_dns_port
 
 KDNS = str(Path(sys.executable).parent / "kdns")
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
-        u.bind(("127.0.0.1", 0))
-        port: int = u.getsockname()[1]
-        t.bind(("127.0.0.1", port))
-    return port
+    return free_dns_port()
 
 
 class Serve:

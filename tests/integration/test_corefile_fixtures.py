@@ -35,6 +35,7 @@ from kdns.plugins import registry
 from kdns.plugins.setup_context import Overrides
 from kdns.server.app import KdnsServer, ServeOptions
 from tests.conftest import DEMO, ROOT
+from tests.ports import free_dns_port
 
 FIXTURES = sorted((ROOT / "tests" / "data" / "corefiles").glob("*.Corefile"))
 KUBIA = "kubia.default.svc.cluster.local."
@@ -46,19 +47,6 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def free_dns_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        port = free_port(socket.SOCK_DGRAM)
-        with socket.socket() as t:
-            try:
-                t.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no free port")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ import pytest
 from kdns.server.app import KdnsServer
 from tests import fakeapi
 from tests.conftest import start_server
+from tests.ports import free_dns_port
 
 NAMED = shutil.which("named") or ("/usr/sbin/named" if os.access("/usr/sbin/named", os.X_OK)
                                   else None)
@@ -42,17 +42,7 @@ targets); the others are ClusterIP Services with a named port."""
 
 
 def _free_port() -> int:
-    # named binds UDP and TCP on the same port: find one free for both.
-    for _ in range(50):
-        with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            t.bind(("127.0.0.1", 0))
-            port: int = t.getsockname()[1]
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port")
+    return free_dns_port()  # named binds UDP and TCP on the same port
 
 
 def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
