@@ -328,18 +328,34 @@ class PlainQuestion(NamedTuple):
     do: bool
 
 
-def peek_plain(data: bytes) -> PlainQuestion | None:
+_SUFFIXES: dict[bytes, str] = {}
+"""Wire name (lower case) after a plain name's first label -> that part dotted, for the names
+:func:`peek_plain` read in full lately (``<ns>.svc.cluster.local``, ``svc.cluster.local``...).
+Questions mostly differ in their first label only, so one dict lookup replaces the walk over
+the others. Bounded: emptied when full."""
+_SUFFIXES_MAX = 4096
+
+_new_question = tuple.__new__
+"""Builds a PlainQuestion without the Python-level ``__new__`` NamedTuple generates."""
+
+
+def peek_plain(data: bytes, keyed: tuple[bytes, int] | None = None) -> PlainQuestion | None:
     """The question of a query :func:`fast_key` accepts whose name is plain letters, digits,
     ``-`` and ``_``, class IN, followed by nothing or by one bare OPT (version 0, no options);
-    else None.
+    else None. ``keyed``: what ``fast_key(data)`` returned, when the caller has it (the fast
+    path's miss), so the key is not made twice.
 
     Such a query parses the same with or without dnslib, so its reply can be written without
     it (the server's cold path); anything else goes through :func:`parse_query`. One pass over
     the bytes: the cold path pays for its question once.
     """
-    if len(data) < 17 or data[2] & 0xF8 or data[4:10] != b"\x00\x01\x00\x00\x00\x00":
-        return None
-    end = data.find(0, 12)
+    if keyed is None:
+        if len(data) < 17 or data[2] & 0xF8 or data[4:10] != b"\x00\x01\x00\x00\x00\x00":
+            return None
+        end = data.find(0, 12)
+        key = b""
+    else:
+        key, end = keyed
     if end <= 12 or end - 12 >= 254 or data[end + 3 : end + 5] != b"\x00\x01":
         return None
     rest = len(data) - end - 5
@@ -358,9 +374,33 @@ def peek_plain(data: bytes) -> PlainQuestion | None:
     else:
         return None
     # Length bytes are < 64, so lower() only touches label contents (as in fast_key).
-    wire_name = data[12:end].lower()
+    wire_name = key[10 : end - 2] if key else data[12:end].lower()
+    size = wire_name[0]
+    first = wire_name[1 : size + 1]
+    # A known suffix was checked when it was remembered; the first label is plain when
+    # nothing is left of it without its plain bytes (a length byte past the end leaves no
+    # suffix, and b"" is never remembered).
+    tail = _SUFFIXES.get(wire_name[size + 1 :])
+    if tail is not None and size < 64 and not first.translate(None, _PLAIN_BYTES):
+        qname = first.decode("ascii") + "." + tail
+    else:
+        walked = _walk(wire_name)
+        if walked is None:
+            return None
+        qname = walked
+        if size + 1 < len(wire_name):
+            if len(_SUFFIXES) >= _SUFFIXES_MAX:
+                _SUFFIXES.clear()
+            _SUFFIXES[wire_name[size + 1 :]] = qname[size + 1 :]
+    return _new_question(PlainQuestion, (key or data[2:12] + wire_name + data[end:], end, qname,
+                                         data[end + 1] << 8 | data[end + 2], edns, do))
+
+
+def _walk(wire_name: bytes) -> str | None:
+    """``wire_name`` (lower case, no terminating zero) dotted with a trailing dot, or None
+    unless every label is 1-63 plain bytes."""
     dotted = bytearray(wire_name)  # each length byte becomes the dot before its label
-    i, n, labels = 0, end - 12, 0
+    i, n, labels = 0, len(wire_name), 0
     while i < n:
         size = wire_name[i]
         if not 0 < size < 64:
@@ -371,9 +411,7 @@ def peek_plain(data: bytes) -> PlainQuestion | None:
     # Without its letters, digits, "-" and "_", a plain name is one dot per label.
     if i != n or len(dotted.translate(None, _PLAIN_BYTES)) != labels:
         return None
-    return PlainQuestion(data[2:12] + wire_name + data[end:], end,
-                         dotted[1:].decode("ascii") + ".", data[end + 1] << 8 | data[end + 2],
-                         edns, do)
+    return dotted[1:].decode("ascii") + "."
 
 
 def cold_reply(data: bytes, end: int, rcode: int, answers: int, authority: int,

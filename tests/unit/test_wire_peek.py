@@ -1,9 +1,10 @@
 """peek_plain: which questions the cold path may answer without dnslib, and what it reads.
 
-The function reads the name in one pass (length bytes become dots, then one translate);
-these tests hold it to a plain label-by-label reading of RFC 1035 names, over hand-picked
-edges (length bytes that are themselves "plain" characters, 63/64-byte labels, empty labels,
-unplain bytes) and a seeded random sample.
+The function reads the name in one pass (length bytes become dots, then one translate), or
+reads only the first label when the rest is a suffix it read in full lately; these tests hold
+both readings to a plain label-by-label reading of RFC 1035 names, over hand-picked edges
+(length bytes that are themselves "plain" characters, 63/64-byte labels, empty labels, unplain
+bytes) and a seeded random sample.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import struct
 import dns.message
 import pytest
 
+from kdns.dns import wire
 from kdns.dns.wire import peek_plain
 
 PLAIN = b"abcdefghijklmnopqrstuvwxyz0123456789_-"
@@ -90,8 +92,11 @@ def test_random_names_read_as_the_label_by_label_reading() -> None:
             wire_name = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 70)))
         if 0 in wire_name or len(wire_name) >= 254:
             continue
-        q = peek_plain(query(wire_name))
+        data = query(wire_name)
+        q = peek_plain(data)
         assert (q.qname if q else None) == reference(wire_name), wire_name
+        keyed = wire.fast_key(data)  # the fast path's miss hands its key on: same reading
+        assert keyed is not None and peek_plain(data, keyed) == q, wire_name
         agree += 1
         plain += q is not None
     assert agree > 15000 and plain > 3000  # both outcomes were exercised
@@ -101,7 +106,7 @@ def test_what_is_read_matches_dnspython() -> None:
     msg = dns.message.make_query("Web-1.Prod.svc.cluster.local.", "AAAA", use_edns=0,
                                  want_dnssec=True)
     q = peek_plain(msg.to_wire())
-    assert q is not None
+    assert q is not None and peek_plain(msg.to_wire(), wire.fast_key(msg.to_wire())) == q
     assert (q.qname, q.qtype, q.edns, q.do) == ("web-1.prod.svc.cluster.local.", 28, True, True)
     assert q.key[10:].startswith(b"\x05web-1\x04prod\x03svc")
 
@@ -110,3 +115,39 @@ def test_what_is_read_matches_dnspython() -> None:
                                                   b"\x00\x04\x00\x0a\x00\x00")])
 def test_other_classes_and_edns_options_take_the_general_path(qclass: int, opt: bytes) -> None:
     assert peek_plain(query(encode(b"a", b"svc"), qclass=qclass, opt=opt)) is None
+
+
+SUFFIXES = [encode(b"default", b"svc", b"cluster", b"local"), encode(b"svc"), encode(b"b"),
+            encode(b"a" * 45, b"c")]
+FIRSTS = [b"\x05nginx", b"\x05NgInX", b"\x3f" + b"a" * 63, b"\x40" + b"a" * 64, b"\x03a.b",
+          b"\x03a b", b"\x01\xdf", b"\x2d" + b"a" * 45, b"\x30" + b"a" * 48, b"\x05ab",
+          b"\x02ab\x01", b"\x01-", b"\x01_", b"\x03abc"]
+
+
+def test_names_below_a_remembered_suffix_read_as_the_label_by_label_reading() -> None:
+    wire._SUFFIXES.clear()
+    for suffix in SUFFIXES:  # read once in full: remembered
+        assert peek_plain(query(b"\x01x" + suffix)) is not None
+        assert suffix in wire._SUFFIXES
+    rng = random.Random(5)
+    for first in FIRSTS + [bytes([rng.randrange(1, 70)]) + bytes(
+            rng.choice(PLAIN + b"AZ.\xc0 ") for _ in range(rng.randrange(1, 70)))
+            for _ in range(3000)]:
+        for suffix in SUFFIXES:
+            wire_name = first + suffix
+            if 0 in wire_name or len(wire_name) >= 254:
+                continue
+            data = query(wire_name)
+            q = peek_plain(data)
+            assert (q.qname if q else None) == reference(wire_name), wire_name
+            keyed = wire.fast_key(data)
+            assert keyed is not None and peek_plain(data, keyed) == q, wire_name
+            if q is not None:
+                assert q.key[10:-5] == wire_name.lower() and q.end == 12 + len(wire_name)
+
+
+def test_the_remembered_suffixes_are_bounded() -> None:
+    wire._SUFFIXES.clear()
+    for i in range(wire._SUFFIXES_MAX * 2 + 5):
+        assert peek_plain(query(encode(b"x", f"n{i}".encode(), b"svc"))) is not None
+    assert 0 < len(wire._SUFFIXES) <= wire._SUFFIXES_MAX
