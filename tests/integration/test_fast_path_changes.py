@@ -146,6 +146,28 @@ def test_new_service_and_namespace_replace_stored_negative_answers(env: Env) -> 
     assert env.hit(A_NAME) and env.hit(f"x1.other.{Z}")
 
 
+def test_a_namespace_that_goes_evicts_its_services_stored_answers(env: Env) -> None:
+    """Answers about a Service list only the Service's key: the builder names every Service
+    of a namespace that changes, so the namespace's going still evicts them."""
+    c_name = f"c.other.{Z}"
+    env.api.add("services", fakeapi.service("other", "c", cluster_ip="10.96.0.12",
+                                            ports=[("http", 80, "TCP")]))
+    until(lambda: env.addrs(c_name) == ["10.96.0.12"])
+    _warm(env)
+    srv = f"_http._tcp.{c_name}"
+    for name, qtype in ((c_name, "A"), (c_name, "AAAA"), (srv, "SRV")):
+        env.ask(name, qtype)
+        assert env.hit(name, qtype), (name, qtype)
+    # The namespace goes; its Service object is still in the view (no cascade here).
+    env.api.delete("namespaces", "", "other")
+    until(lambda: env.ask(c_name).rcode() == dns.rcode.NXDOMAIN)
+    assert env.ask(srv, "SRV").rcode() == dns.rcode.NXDOMAIN
+    assert env.ask(c_name, "AAAA").rcode() == dns.rcode.NXDOMAIN
+    for name, qtype in WARM:
+        if ".other." not in name:
+            assert env.hit(name, qtype), (name, qtype)
+
+
 def test_pod_churn_keeps_service_replies(env: Env) -> None:
     """``pods verified``: pod IPs changing evicts pod names only."""
     _warm(env)

@@ -285,10 +285,14 @@ def _svc(q: _Q, labels: list[str], depth: int) -> Answer:
         return q.nodata()  # <ns>.svc.<zone>: an empty non-terminal
     if len(labels) > 4:
         return q.nxdomain()  # three or more labels left of <svc>.<ns>.svc (no zonal names)
-    q.deps.append(dep.service(ns, labels[-2]))
+    svc_dep = dep.service(ns, labels[-2])
     entry = q.view.service(ns, labels[-2])
     if entry is None:
+        q.deps.append(svc_dep)
         return q.nxdomain()
+    # The Service's key stands for its namespace's too (the builder names every Service of a
+    # namespace that changes): one key per stored answer, not two.
+    q.deps[-1] = svc_dep
     endpoint: str | None = labels[0] if len(labels) == 3 else None
     port = _strip(labels[0]) if len(labels) == 4 else None
     proto = _strip(labels[1]) if len(labels) == 4 else None

@@ -135,7 +135,9 @@ class ViewBuilder:
         self._reserial = False
         """The last publish reused the previous SOA serial (see _publish_locked)."""
         self._last_publish = 0.0
-        self._view = View.empty()
+        self.view = View.empty()
+        """The current view: replaced whole by each publish, read without a lock (a plain
+        attribute, not a property: every cold answer reads it)."""
         self._synced_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -146,10 +148,6 @@ class ViewBuilder:
         """coredns_kubernetes_dns_programming_duration_seconds by service_kind."""
 
     # -- what readers use -------------------------------------------------------------------
-
-    @property
-    def view(self) -> View:
-        return self._view
 
     @property
     def synced(self) -> bool:
@@ -241,8 +239,8 @@ class ViewBuilder:
                     log.warning("Kubernetes data may be stale (%s): %s", kind, reason or "?")
                 else:
                     log.info("Kubernetes data is current again")
-                if self._view.synced:
-                    self._view = self._view.replace_stale(now_stale)
+                if self.view.synced:
+                    self.view = self.view.replace_stale(now_stale)
 
     # -- services and slices ----------------------------------------------------------------
 
@@ -487,7 +485,7 @@ class ViewBuilder:
 
     def _publish_locked(self) -> None:
         t0 = time.perf_counter()
-        prev, dirty = self._view, self._dirty
+        prev, dirty = self.view, self._dirty
         first = not prev.synced
         serial = self._modified
         self._reserial = False
@@ -510,10 +508,17 @@ class ViewBuilder:
             stale=bool(self._stale),
             generation=-1,
         )
-        self._view = view  # the one reference swap readers see
+        self.view = view  # the one reference swap readers see
         # Then name what changed (after the swap: a reply stamped with the version before this
         # bump may have read the old view, and the server refuses or evicts it).
         self._keys.add(dep.SERIAL)
+        spaces = {k[1] for k in self._keys if isinstance(k, tuple) and k[0] == "ns"}
+        if spaces and not first:
+            # Answers about a Service list only its key (SvcEntry.deps), which stands for
+            # its namespace's existence and visibility too: a namespace that changed names
+            # its Services (rare: namespaces come and go far less often than endpoints).
+            self._keys.update(dep.service(ns, name) for ns, name in self._entries.all_keys()
+                              if ns in spaces)
         view.generation = GENERATION.bump(None if first else self._keys)
         self._keys = set()
         self._dirty = set()
@@ -555,7 +560,7 @@ class ViewBuilder:
             while not self._stopping:
                 if not self._can_publish():
                     if self._reserial:  # see _publish_locked: the next second's serial
-                        wait = self._view.serial + 1 - self._now()
+                        wait = self.view.serial + 1 - self._now()
                         if wait > 0:
                             self._cond.wait(wait)
                             continue

@@ -13,7 +13,9 @@ SERIAL = ("k8s", "serial")
 
 
 def service(namespace: str, name: str) -> tuple[str, str, str]:
-    """A Service's record, with its endpoints; also "no such Service" (NXDOMAIN)."""
+    """A Service's record, with its endpoints; also "no such Service" (NXDOMAIN). An answer
+    about an existing Service lists only this key: the builder names every Service of a
+    namespace whose :func:`namespace` key changes, so it stands for that one too."""
     return ("svc", namespace, name)
 
 

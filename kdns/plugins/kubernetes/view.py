@@ -23,7 +23,7 @@ from kdns.k8s.objects import Port, Service
 from kdns.k8s.source import Key
 from kdns.plugins.base import GENERATION
 from kdns.plugins.kubernetes import deps as dep
-from kdns.plugins.kubernetes.index import _get
+from kdns.plugins.kubernetes.index import _MASK, _get
 
 
 class EpGroup(NamedTuple):
@@ -42,16 +42,17 @@ class EpGroup(NamedTuple):
 class SvcEntry:
     """One Service with its merged endpoints, as answers need it."""
 
-    __slots__ = ("dep", "groups", "key", "rdata", "service")
+    __slots__ = ("deps", "groups", "key", "rdata", "service")
 
     def __init__(self, key: Key, service: Service, groups: tuple[EpGroup, ...]) -> None:
         self.key = key
         """The dict key object, shared by the reverse index (one tuple per Service)."""
         self.service = service
         self.groups = groups
-        self.dep = dep.service(key[0], key[1])
-        """Its dependency key (:func:`kdns.plugins.kubernetes.deps.service`), made once here:
-        every answer about the name lists it."""
+        self.deps = (dep.service(key[0], key[1]),)
+        """The dependencies of every answer about the name: its key
+        (:func:`kdns.plugins.kubernetes.deps.service`), which stands for its namespace's
+        too (the builder names every Service of a namespace that changes). Made once here."""
         self.rdata = _rdata(service, groups)
         """The packed addresses of the name's A and AAAA answers, in answer order, each once
         (4 and 16 bytes apiece): made when the entry changes, so the first answer of a
@@ -140,7 +141,9 @@ class View:
                    generation=GENERATION.value)
 
     def service(self, namespace: str, name: str) -> SvcEntry | None:
-        return _get(self._entries, (namespace, name))
+        key = (namespace, name)
+        parts = self._entries  # _get() inlined: every cold answer of a Service asks this
+        return parts[hash(key) & _MASK].get(key) if parts else None
 
     def namespace_exists(self, namespace: str) -> bool:
         """The namespace is present (and passes the plugin's ``namespaces`` filter)."""

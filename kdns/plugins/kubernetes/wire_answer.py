@@ -21,6 +21,7 @@ from collections.abc import Hashable
 from dnslib import QTYPE, RCODE
 
 from kdns.plugins.base import WireAnswer
+from kdns.plugins.kubernetes import deps as dep
 from kdns.plugins.kubernetes.answer import SOA_EXPIRE, SOA_REFRESH, SOA_RETRY
 from kdns.plugins.kubernetes.setup import KubernetesConfig
 from kdns.plugins.kubernetes.view import View
@@ -43,16 +44,15 @@ def answer_wire(qname: str, qtype: int, view: View, cfg: KubernetesConfig, zone:
     if len(labels) not in (2, 3) or labels[-1] != "svc":
         return None
     ns = labels[-2]
-    deps: list[Hashable] = [("ns", ns)]  # deps.namespace(ns), inline on this path
-    if not view.namespace_exists(ns):
-        return _negative(qname, zone, view, cfg, _NXDOMAIN, deps, fallthrough)
-    if len(labels) == 2:
-        return _negative(qname, zone, view, cfg, _NOERROR, deps, fallthrough)  # an empty non-terminal
+    if ns not in view._namespaces:  # view.namespace_exists(ns), inline on this path
+        return _negative(qname, zone, view, cfg, _NXDOMAIN, (dep.namespace(ns),), fallthrough)
+    if len(labels) == 2:  # an empty non-terminal
+        return _negative(qname, zone, view, cfg, _NOERROR, (dep.namespace(ns),), fallthrough)
     entry = view.service(ns, labels[0])
     if entry is None:
-        deps.append(("svc", ns, labels[0]))  # deps.service(ns, name)
-        return _negative(qname, zone, view, cfg, _NXDOMAIN, deps, fallthrough)
-    deps.append(entry.dep)
+        return _negative(qname, zone, view, cfg, _NXDOMAIN,
+                         (dep.namespace(ns), dep.service(ns, labels[0])), fallthrough)
+    deps = entry.deps  # the Service's key, which stands for its namespace's too
     rdata = entry.rdata
     if rdata is None:
         return None  # an ExternalName (a CNAME to chase), or an address that does not pack
@@ -67,17 +67,21 @@ def answer_wire(qname: str, qtype: int, view: View, cfg: KubernetesConfig, zone:
         return _negative(qname, zone, view, cfg, _NOERROR, deps, fallthrough)
     if not packed:
         return _negative(qname, zone, view, cfg, _NOERROR, deps, fallthrough)
-    head = _HEADS.get((qtype, cfg.ttl))
+    head = _HEADS.get(qtype << 32 | cfg.ttl)
     if head is None:
         head = _head(qtype, cfg.ttl)
     if len(packed) == size:  # most Services: one ClusterIP
-        return WireAnswer(_NOERROR, 1, 0, head + packed, tuple(deps))
-    return WireAnswer(_NOERROR, len(packed) // size, 0,
-                      b"".join([head + packed[i : i + size] for i in range(0, len(packed), size)]),
-                      tuple(deps))
+        return _answer(WireAnswer, (_NOERROR, 1, 0, head + packed, deps))
+    return _answer(WireAnswer, (_NOERROR, len(packed) // size, 0, b"".join(
+        [head + packed[i : i + size] for i in range(0, len(packed), size)]), deps))
 
 
-_HEADS: dict[tuple[int, int], bytes] = {}
+_answer = tuple.__new__
+"""Builds a WireAnswer without the Python-level ``__new__`` NamedTuple generates."""
+
+
+_HEADS: dict[int, bytes] = {}
+"""``qtype << 32 | ttl`` -> :func:`_head`."""
 
 
 def _head(qtype: int, ttl: int) -> bytes:
@@ -87,12 +91,12 @@ def _head(qtype: int, ttl: int) -> bytes:
     head = b"\xc0\x0c" + struct.pack("!HHIH", qtype, 1, ttl, size)
     if len(_HEADS) > 16:
         _HEADS.clear()
-    _HEADS[(qtype, ttl)] = head
+    _HEADS[qtype << 32 | ttl] = head
     return head
 
 
 def _negative(qname: str, zone: str, view: View, cfg: KubernetesConfig, rcode: int,
-              deps: list[Hashable], fallthrough: bool) -> WireAnswer | None:
+              deps: tuple[Hashable, ...], fallthrough: bool) -> WireAnswer | None:
     """NXDOMAIN or NODATA with the zone's SOA in Authority (RFC 2308)."""
     if rcode == _NXDOMAIN and fallthrough and cfg.fallthrough_covers(qname):
         return None  # the rest of the chain answers that
@@ -101,8 +105,8 @@ def _negative(qname: str, zone: str, view: View, cfg: KubernetesConfig, rcode: i
     parts = _SOA_PARTS.get((view.serial, cfg.ttl))
     if parts is None:
         parts = _soa_parts(view.serial, cfg.ttl)
-    return WireAnswer(rcode, 0, 1, b"".join((ptr, parts[0], ptr, parts[1], ptr, parts[2])),
-                      tuple(deps))
+    return _answer(WireAnswer, (rcode, 0, 1, b"".join((ptr, parts[0], ptr, parts[1], ptr,
+                                                       parts[2])), deps))
 
 
 _SOA_PARTS: dict[tuple[int, int], tuple[bytes, bytes, bytes]] = {}
