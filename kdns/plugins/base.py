@@ -163,6 +163,14 @@ def passes_all_of(handler: object, answerer: object) -> bool:
     return declared is not None and bool(declared(answerer))
 
 
+def passes_below(handler: object) -> int:
+    """How many Answer records a reply may have below which ``handler`` passes every question
+    (its optional ``passes_below`` attribute; 0: none declared). ``loadbalance`` passes every
+    reply with fewer than 2 (nothing to reorder), so the cold path asks it only of replies
+    with several records."""
+    return int(getattr(handler, "passes_below", 0))
+
+
 def always_passes(self: object, qname_lower: str, qtype: int, answers: int) -> bool:
     """``passes`` of a plugin whose ``serve`` hands every question on and returns the reply
     as is (``passes = always_passes`` in its class): the cold path does not even ask it."""

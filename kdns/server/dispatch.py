@@ -51,6 +51,7 @@ from kdns.plugins.base import (
     always_passes,
     inline_only,
     passes_all_of,
+    passes_below,
 )
 from kdns.server.stats import Entry, Rotation, Stats, StatsKey, Ticking, make_key
 from kdns.server.store import DEFAULT_MAX_BYTES, ReplyStore, stored_form
@@ -115,25 +116,31 @@ class ColdPath:
     when every plugin in front of it declares it passes the question
     (:class:`~kdns.plugins.base.Transparent`)."""
 
-    __slots__ = ("answer", "front", "plugin")
+    __slots__ = ("answer", "few", "front", "plugin")
 
     def __init__(self, answerer: WireAnswerer, front: Sequence[Transparent]) -> None:
         self.answer = answerer.answer_wire
         # Plugins that pass everything (or everything this answerer answers) are not asked:
         # a call each, on every cold answer.
-        self.front = tuple(h.passes for h in front
-                           if getattr(type(h), "passes", None) is not always_passes
-                           and not passes_all_of(h, answerer))
+        asked = [h for h in front if getattr(type(h), "passes", None) is not always_passes
+                 and not passes_all_of(h, answerer)]
+        self.front = tuple(h.passes for h in asked)
+        self.few = min((passes_below(h) for h in asked), default=1 << 30)
+        """Replies with fewer Answer records pass every plugin asked (most: one address)."""
         self.plugin = answerer.name
 
     def __call__(self, qname_lower: str, qtype: int) -> WireAnswer | None:
+        """The answer, when every plugin in front passes it (:meth:`Dispatcher.cold` does
+        the same in line: calling an instance costs a bound method per call)."""
         ans = self.answer(qname_lower, qtype)
-        if ans is None:
+        if ans is None or (ans.answers >= self.few
+                           and not self.passes(qname_lower, qtype, ans.answers)):
             return None
-        for passes in self.front:
-            if not passes(qname_lower, qtype, ans.answers):
-                return None
         return ans
+
+    def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
+        """Every plugin in front passes a reply with ``answers`` Answer records."""
+        return answers < self.few or all(p(qname_lower, qtype, answers) for p in self.front)
 
 
 def cold_path(handlers: Sequence[object]) -> ColdPath | None:
@@ -210,6 +217,10 @@ class Dispatcher:
     """Budget of this listener's reply store (``--reply-store-mb``)."""
     store: ReplyStore = field(init=False)
     _seen_once: set[int] = field(init=False, default_factory=set, repr=False)
+    _missed: tuple[bytes, tuple[bytes, int]] | None = field(init=False, default=None, repr=False)
+    """The last query the fast path missed with its :func:`~kdns.dns.wire.fast_key`, for the
+    cold path to reuse when it is handed that same bytes object (a worker thread's query is
+    another object: it makes its own)."""
     """Hashes of keys denied once on the cold path and not stored (:meth:`_asked_before`)."""
     who: Callable[[str], str] | None = field(init=False, default=None)
     """Client address -> namespace scope, when a zone maps them (None: no attribution)."""
@@ -318,6 +329,7 @@ class Dispatcher:
             if entry is None and who is not None and self.scoped:
                 entry = entries.get((who, k[0]))
             if entry is None or not entry.patchable or (entry.expires and not _current(entry)):
+                self._missed = (data, k)
                 return None
             entry.hits += 1
             if who is not None:
@@ -337,38 +349,46 @@ class Dispatcher:
                 self._waste(who, entry.waste)
         return data[:2] + entry.tail
 
-    def cold(self, data: bytes, started: float) -> bytes | None:
+    def cold(self, data: bytes) -> bytes | None:
         """The cold path: a question the zone's wire answerer takes (a cluster name asked for
         the first time), answered and stored without dnslib; None: use the chain."""
-        q = wire.peek_plain(data)
+        started = time.perf_counter()
+        missed = self._missed
+        q = wire.peek_plain(data, missed[1] if missed is not None and missed[0] is data else None)
         if q is None:
             return None
-        zone = self.route(q.qname)
-        if zone is None or zone.cold is None or not zone.fast_ok:
+        key, end, qname, qtype, edns, do = q
+        zone = self.route(qname)
+        if zone is None or not zone.fast_ok:
+            return None
+        cold = zone.cold
+        if cold is None:
             return None
         built_at = GENERATION.value  # before the answerer reads its data, as on the slow path
         try:
-            ans = zone.cold(q.qname, q.qtype)
+            ans = cold.answer(qname, qtype)
+            if ans is None:
+                return None
+            rcode, answers, authority, records, deps = ans
+            if answers >= cold.few and not cold.passes(qname, qtype, answers):
+                return None
         except Exception:
             return None  # the chain answers it, and reports what went wrong
-        if ans is None:
-            return None
-        out = wire.cold_reply(data, q.end, ans.rcode, ans.answers, ans.authority, ans.records,
-                              q.edns, q.do)
+        out = wire.cold_reply(data, end, rcode, answers, authority, records, edns, do)
         if len(out) > wire.UDP_DEFAULT_SIZE:
             return None  # truncation is the general path's business
-        key = make_key(zone.name, q.qtype, out, zone.cold.plugin, len(data), q.do)
-        if ans.rcode != _NXDOMAIN or self._asked_before(q.key):
+        stats = make_key(zone.name, qtype, out, cold.plugin, len(data), do)
+        if rcode != _NXDOMAIN or self._asked_before(key):
             # Its names all point at the question: one entry serves every spelling.
-            entry = Entry(stored_form(out, q.key, q.end), key, deps=ans.deps)
-            if entry.rcode == _NXDOMAIN and zone.clients is not None:
-                entry.waste = zone.clients.waste_for(q.qname)
+            entry = Entry(stored_form(out, key, end), stats, deps=deps)
+            if rcode == _NXDOMAIN and zone.clients is not None:
+                entry.waste = zone.clients.waste_for(qname)
             # Counted as the first of the entry's replays (read at scrape time, as theirs
             # are), so a stored answer costs no timed count.
             entry.hits = 1
-            if self.store.put(q.key, entry, built_at):
+            if self.store.put(key, entry, built_at):
                 return out
-        self.stats.add(key, time.perf_counter() - started)
+        self.stats.add(stats, time.perf_counter() - started)
         return out
 
     def _asked_before(self, key: bytes) -> bool:
@@ -388,9 +408,18 @@ class Dispatcher:
         seen.add(h)
         return False
 
-    def handle(self, data: bytes, client: tuple[str, int]) -> bytes | None:
-        """The slow path for one message; returns the reply bytes or None to stay silent."""
-        out = self._handle(data, client)
+    def handle(self, data: bytes, client: tuple[str, int], inline: bool = False
+               ) -> bytes | None:
+        """A message the fast path missed: the cold path, else the chain (under
+        :class:`~kdns.plugins.base.inline_only` with ``inline``, which the cold path never
+        needs: it does not wait). Returns the reply bytes or None to stay silent."""
+        out = self.cold(data)
+        if out is None:
+            if inline:
+                with inline_only():
+                    out = self._handle(data, client)
+            else:
+                out = self._handle(data, client)
         if out is not None and self.who is not None and len(out) > 3:
             who, counts = self._client(client[0])
             counts[out[3] & 0xF] += 1
@@ -411,9 +440,6 @@ class Dispatcher:
 
     def _handle(self, data: bytes, client: tuple[str, int]) -> bytes | None:
         started = time.perf_counter()
-        cold = self.cold(data, started)
-        if cold is not None:
-            return cold
         try:
             query = wire.parse_query(data)
         except wire.WireError as err:
@@ -541,8 +567,7 @@ class Dispatcher:
         """The slow path under must-not-block: the reply, None (silence), or a WouldBlock
         instance when the query needs a worker (it is then counted there, not here)."""
         try:
-            with inline_only():
-                return self.handle(data, client)
+            return self.handle(data, client, True)
         except WouldBlock as wb:
             return wb
         except Exception:
@@ -566,9 +591,16 @@ class Dispatcher:
         """Fast path, then slow path; never raises."""
         try:
             hit = self.lookup(data, client)
-            if hit is not None:
-                return hit
-            self.counters.slow += 1
+        except Exception:  # the process never dies of a packet (STYLE lesson 9)
+            log.exception("unexpected error serving a %s query from %s", self.proto, client)
+            self.counters.servfail_exceptions += 1
+            return None
+        return hit if hit is not None else self.answer(data, client)
+
+    def answer(self, data: bytes, client: tuple[str, int]) -> bytes | None:
+        """What a query the fast path missed gets: cold path, then slow path; never raises."""
+        self.counters.slow += 1
+        try:
             return self.handle(data, client)
         except WouldBlock:
             # Only raised under inline_only(), which serve() never sets; answer SERVFAIL

@@ -189,7 +189,7 @@ class UdpListener:
         sock = self.sock
         recvfrom, sendto = sock.recvfrom, sock.sendto
         d = self.dispatcher
-        lookup, handle, try_inline = d.lookup, d.serve, d.try_inline
+        lookup, handle, try_inline = d.lookup, d.answer, d.try_inline
         put = self._queue.put_nowait
         while True:
             try:

@@ -73,7 +73,9 @@ def _rcode_label(rcode: int) -> str:
 def make_key(zone: str, qtype: int, reply: bytes, plugin: str, req_size: int, do: bool
              ) -> StatsKey:
     rcode = reply[3] & 0xF if len(reply) >= 4 else 2
-    return (zone, type_label(qtype), rcode_label(rcode), plugin, req_size, len(reply), do)
+    # The label functions' dict lookups first, inline: every answer not replayed makes a key.
+    return (zone, _TYPE_LABELS.get(qtype) or type_label(qtype),
+            _RCODE_LABELS.get(rcode) or rcode_label(rcode), plugin, req_size, len(reply), do)
 
 
 class Rotation:

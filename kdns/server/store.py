@@ -85,11 +85,13 @@ class ReplyStore:
         """Store ``entry`` under ``key`` unless data it depends on changed after ``built_at``
         (None: it depends on no data). Returns whether it was stored."""
         reply = entry.reply
-        raw = key if isinstance(key, bytes) else key[1]
-        size = len(raw) + (0 if raw is key else SCOPE_OVERHEAD) + ENTRY_OVERHEAD + (
-            sum(len(r) for r in reply.replies) if isinstance(reply, Rotation) else 2 * len(reply))
+        size = ENTRY_OVERHEAD + (len(key) if isinstance(key, bytes)
+                                 else len(key[1]) + SCOPE_OVERHEAD) + (
+            2 * len(reply) if isinstance(reply, bytes) else sum(len(r) for r in reply.replies))
         if entry.ticking is not None:
             size += TICKING_OVERHEAD
+        if size > self.max_bytes:
+            return False
         with self._lock:
             if GENERATION.value != self.version:
                 self._catch_up_locked()
@@ -99,8 +101,6 @@ class ReplyStore:
                                                     or not changed.isdisjoint(entry.deps))):
                     self.refused += 1
                     return False
-            if size > self.max_bytes:
-                return False
             if key in self.entries:
                 self._drop([key])
             if self.bytes + size > self.max_bytes:
@@ -108,15 +108,15 @@ class ReplyStore:
             entry.size = size
             self.entries[key] = entry
             self.bytes += size
-            if entry.deps is None:
+            deps = entry.deps
+            if deps is None:
                 self._any.add(key)
-            else:
-                by_dep = self._by_dep
-                for dep in entry.deps:
-                    keys = by_dep.get(dep)
-                    if keys is None:
-                        by_dep[dep] = key
-                    elif isinstance(keys, set):
+                return True
+            by_dep = self._by_dep
+            for dep in deps:
+                keys = by_dep.setdefault(dep, key)  # the first entry of a key: stored as is
+                if keys is not key:
+                    if isinstance(keys, set):
                         keys.add(key)
                     elif keys != key:
                         by_dep[dep] = {keys, key}

@@ -135,7 +135,7 @@ def test_wire_answers_are_the_chain_answers_byte_for_byte(config: str) -> None:
         if case.config != config:
             continue
         for data in _queries(case.qname, case.qtype):
-            cold = with_cold.cold(data, 0.0)
+            cold = with_cold.cold(data)
             expected = general.handle(data, ("10.244.1.18", 5353))
             compared += 1
             if cold is None:
@@ -156,11 +156,11 @@ def test_loadbalance_keeps_multi_address_answers_on_the_chain() -> None:
     headless = next(c for c in kc.CASES if c.config == "default" and c.qtype == "A"
                     and len(c.answer) > 1 and ".svc." in c.qname)
     (data, *_rest) = _queries(headless.qname, "A")
-    assert with_cold.cold(data, 0.0) is None
+    assert with_cold.cold(data) is None
     one = next(c for c in kc.CASES if c.config == "default" and c.qtype == "A"
                and len(c.answer) == 1 and ".svc." in c.qname and c.rcode == "NOERROR")
     (data, *_rest) = _queries(one.qname, "A")
-    assert with_cold.cold(data, 0.0) is not None
+    assert with_cold.cold(data) is not None
 
 
 def test_a_plugin_that_must_see_every_query_turns_the_cold_path_off() -> None:
@@ -188,7 +188,7 @@ def test_a_plugin_that_must_see_every_query_turns_the_cold_path_off() -> None:
 ])
 def test_questions_the_cold_path_leaves_to_the_parser(data: bytes) -> None:
     with_cold, _general = _dispatchers("default")
-    assert with_cold.cold(data, 0.0) is None
+    assert with_cold.cold(data) is None
 
 
 @pytest.mark.parametrize(("option", "taken"), [
@@ -218,27 +218,27 @@ def test_a_denial_is_stored_on_its_second_ask_only() -> None:
     with_cold, general = _dispatchers("default")
     store = with_cold.store
     nx = _nx_query(f"nope.default.svc.{kc.Z}")
-    first = with_cold.cold(nx, 0.0)
+    first = with_cold.cold(nx)
     assert first == general.handle(nx, ("10.244.1.18", 5353))
     assert len(store) == 0 and with_cold.lookup(nx) is None
-    assert with_cold.cold(nx, 0.0) == first  # asked again: now worth keeping
+    assert with_cold.cold(nx) == first  # asked again: now worth keeping
     assert len(store) == 1 and with_cold.lookup(nx) == first
     # A positive answer is kept at once.
     one = next(c for c in kc.CASES if c.config == "default" and c.qtype == "A"
                and len(c.answer) == 1 and ".svc." in c.qname and c.rcode == "NOERROR")
     (pos, *_rest) = _queries(one.qname, "A")
-    assert with_cold.cold(pos, 0.0) is not None and with_cold.lookup(pos) is not None
+    assert with_cold.cold(pos) is not None and with_cold.lookup(pos) is not None
 
 
 def test_a_random_subdomain_flood_leaves_the_store_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dispatch, "SEEN_ONCE", 64)
     with_cold, _general = _dispatchers("default")
     kept = _nx_query(f"nope.default.svc.{kc.Z}")
-    with_cold.cold(kept, 0.0)
-    with_cold.cold(kept, 0.0)
+    with_cold.cold(kept)
+    with_cold.cold(kept)
     for i in range(500):
         data = _nx_query(f"r{i}x.default.svc.{kc.Z}")
-        reply = with_cold.cold(data, 0.0)
+        reply = with_cold.cold(data)
         assert reply is not None and dns.message.from_wire(reply).rcode() == dns.rcode.NXDOMAIN
     assert len(with_cold.store) == 1 and with_cold.lookup(kept) is not None
     assert len(with_cold._seen_once) <= 64  # what remembers them is bounded too
@@ -298,13 +298,13 @@ def test_plugins_quiet_in_their_default_config_keep_the_cold_path() -> None:
         if case.config != "default":
             continue
         for data in _queries(case.qname, case.qtype):
-            reply = with_cold.cold(data, 0.0)
+            reply = with_cold.cold(data)
             if reply is not None:
                 taken += 1
                 assert reply == general.handle(data, ("10.244.1.18", 5353)), case.qname
     assert taken >= 100
     any_q = dns.message.make_query(f"kubia.default.svc.{kc.Z}", "ANY").to_wire()
-    assert with_cold.cold(any_q, 0.0) is None  # any answers that itself
+    assert with_cold.cold(any_q) is None  # any answers that itself
     nsid_q = dns.message.make_query(f"kubia.default.svc.{kc.Z}", "A", use_edns=0,
                                     options=[dns.edns.GenericOption(dns.edns.NSID, b"")])
-    assert with_cold.cold(nsid_q.to_wire(), 0.0) is None  # an EDNS option: the chain's
+    assert with_cold.cold(nsid_q.to_wire()) is None  # an EDNS option: the chain's

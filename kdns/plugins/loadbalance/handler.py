@@ -83,6 +83,9 @@ class LoadBalanceHandler:
         if self.picker is not None:
             self.picker.stop()
 
+    passes_below = 2
+    """One record or none: nothing to reorder (:func:`~kdns.plugins.base.passes_below`)."""
+
     def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
         return answers < 2  # nothing to reorder
 
