@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from tests import fakeapi
+from tests.ports import free_dns_port
 
 ZONE = "cluster.local"
 EXT = {f"ext{k}.example.com": f"192.0.2.{k + 1}" for k in range(50)}
@@ -43,11 +44,9 @@ def dnsmasq_available() -> bool:
     return shutil.which("dnsmasq") is not None
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+free_udp_port = free_dns_port
+"""Kept for bench/fuzz_atheris.py, which imports it from here (for HTTP ports): a port free for
+both UDP and TCP. Tests take theirs from tests/ports.py."""
 
 
 def kubeadm_corefile(source: str, upstream_port: int, *, ready: int, prometheus: int,
@@ -86,7 +85,7 @@ class Upstream:
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.port = free_udp_port()
+        self.port = free_dns_port()  # dnsmasq binds UDP and TCP on it
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> Upstream:

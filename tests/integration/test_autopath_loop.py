@@ -37,6 +37,7 @@ from kdns.plugins.loop import handler as loop_handler
 from kdns.plugins.loop.handler import LoopHandler
 from kdns.server.app import KdnsServer
 from tests.conftest import start_server
+from tests.ports import free_dns_port
 
 SHOP = "127.0.0.2"
 DEV = "127.0.0.3"
@@ -240,15 +241,8 @@ def loop_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ksetup, "local_addresses", lambda: ("192.0.2.1",))
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_forwarding_to_itself_halts_the_server(tmp_path: Path, loop_registry: None) -> None:
-    port = free_port()
+    port = free_dns_port()
     srv = start_server(f"""\
         .:{port} {{
             loop
@@ -288,7 +282,7 @@ def _port_below_ephemeral() -> int:
 
 def test_two_servers_forwarding_to_each_other(tmp_path: Path, loop_registry: None) -> None:
     # Below the kernel's ephemeral range: a's forward sockets take ephemeral ports, and one of
-    # them could otherwise land on pb, freed by free_port(), before b binds it.
+    # them could otherwise land on pb, freed by free_dns_port(), before b binds it.
     pa, pb = _port_below_ephemeral(), _port_below_ephemeral()
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -386,7 +380,7 @@ def test_probe_of_a_cluster_zone_is_answered_before_loop(tmp_path: Path, loop_re
 
 
 def test_kdns_serve_exits_non_zero_on_a_loop(tmp_path: Path) -> None:
-    port = free_port()
+    port = free_dns_port()
     corefile = tmp_path / "Corefile"
     corefile.write_text(f".:{port} {{\n    loop\n    forward . 127.0.0.1:{port}\n}}\n")
     # The lead registers the plugins in registry.py; until then the child registers them.

@@ -19,17 +19,9 @@ from click.testing import CliRunner
 
 from kdns.cli import main
 from tests.conftest import DEMO, ROOT, Running
+from tests.ports import free_dns_port, free_tcp_port
 
 KDNS = [sys.executable, "-m", "kdns.cli"]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Proc:
@@ -75,13 +67,13 @@ class Proc:
 
 @pytest.fixture
 def served_demo(tmp_path: Path) -> Iterator[tuple[Proc, int, int]]:
-    health, ready = _free_port(), _free_port()
+    health, ready = free_tcp_port(), free_tcp_port()
     corefile = tmp_path / "Corefile"
     corefile.write_text(
         (DEMO / "Corefile").read_text()
         .replace("127.0.0.1:8080", f"127.0.0.1:{health}")
         .replace("127.0.0.1:8181", f"127.0.0.1:{ready}")
-        .replace("127.0.0.1:9153", f"127.0.0.1:{_free_port()}")
+        .replace("127.0.0.1:9153", f"127.0.0.1:{free_tcp_port()}")
         .replace("manifests .", f"manifests {DEMO}")
         .replace(".:1053", ".:53")
     )
@@ -235,7 +227,7 @@ def test_resolve_against_a_running_server(demo: Running) -> None:
 
 
 def test_resolve_against_a_dead_server_is_a_clear_error() -> None:
-    r = CliRunner().invoke(main, ["resolve", "kubia", "--server", f"127.0.0.1:{_free_port()}",
+    r = CliRunner().invoke(main, ["resolve", "kubia", "--server", f"127.0.0.1:{free_dns_port()}",
                                   "--timeout", "0.3"])
     assert r.exit_code == 2 and "no answer from" in r.output
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.fakeapi import FakeApiServer, namespace, service
+from tests.ports import free_tcp_port
 
 KDNS = str(Path(sys.executable).parent / "kdns")
 
@@ -41,13 +41,6 @@ def one_line_error(r: subprocess.CompletedProcess[str]) -> str:
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("kdns: ")
     return lines[0]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 @pytest.fixture
@@ -110,7 +103,7 @@ def test_unknown_context(api: FakeApiServer, tmp_path: Path) -> None:
 
 
 def test_api_unreachable(api: FakeApiServer, tmp_path: Path) -> None:
-    port = closed_port()
+    port = free_tcp_port()  # nothing listens there
     path = tmp_path / "kubeconfig"
     path.write_text(Path(api.write_kubeconfig(str(path))).read_text().replace(
         api.url, f"http://127.0.0.1:{port}"))
@@ -182,7 +175,7 @@ def test_serve_exits_2_when_the_kubeconfig_cannot_be_loaded(tmp_path: Path) -> N
 
 def test_serve_logs_an_unreachable_api_once_naming_the_url(api: FakeApiServer,
                                                             tmp_path: Path) -> None:
-    port = closed_port()
+    port = free_tcp_port()  # nothing listens there
     path = tmp_path / "kubeconfig"
     path.write_text(Path(api.write_kubeconfig(str(path))).read_text().replace(
         api.url, f"http://127.0.0.1:{port}"))

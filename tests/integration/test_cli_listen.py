@@ -25,10 +25,6 @@ from tests.ports import free_dns_port
 KDNS = str(Path(sys.executable).parent / "kdns")
 
 
-def free_port() -> int:
-    return free_dns_port()
-
-
 class Serve:
     def __init__(self, corefile: Path, *extra: str) -> None:
         self.p = subprocess.Popen([KDNS, "serve", "--conf", str(corefile), "--dns-addr",
@@ -118,7 +114,7 @@ def test_dns_port_moves_every_port_53_block(tmp_path: Path) -> None:
 
 
 def test_second_kdns_on_the_same_port_warns_and_addresses_agree(corefile: Path) -> None:
-    port = free_port()
+    port = free_dns_port()
     write(corefile, port)
     first = Serve(corefile)
     try:
@@ -137,7 +133,7 @@ def test_second_kdns_on_the_same_port_warns_and_addresses_agree(corefile: Path) 
 
 
 def test_errors_log_names_query_types(corefile: Path) -> None:
-    port = free_port()
+    port = free_dns_port()
     s = Serve(write(corefile, port))
     try:
         for name, qtype in (("www.example.org", "A"), ("4.3.2.1.in-addr.arpa", "PTR"),

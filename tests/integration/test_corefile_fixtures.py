@@ -17,7 +17,6 @@ Every directive of every fixture is one kdns implements; none is left out.
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -35,18 +34,11 @@ from kdns.plugins import registry
 from kdns.plugins.setup_context import Overrides
 from kdns.server.app import KdnsServer, ServeOptions
 from tests.conftest import DEMO, ROOT
-from tests.ports import free_dns_port
+from tests.ports import free_dns_port, free_tcp_port
 
 FIXTURES = sorted((ROOT / "tests" / "data" / "corefiles").glob("*.Corefile"))
 KUBIA = "kubia.default.svc.cluster.local."
 KUBIA_IP = "10.98.237.175"
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +90,7 @@ def localize(text: str, tmp: Path, upstream: int, dns_port: int) -> str:
             line = f"{indent}bind 127.0.0.1"
         elif head in ("health", "ready", "prometheus"):
             tail = " {" if words[-1] == "{" else ""
-            line = f"{indent}{head} 127.0.0.1:{free_port()}{tail}"
+            line = f"{indent}{head} 127.0.0.1:{free_tcp_port()}{tail}"
         elif head == "hosts" and len(words) >= 2 and words[1].startswith("/"):
             line = line.replace(words[1], str(hosts))
         lines.append(line)

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -20,15 +19,9 @@ import yaml
 
 from kdns.config.parser import load_corefile
 from tests.conftest import DEMO, ROOT
+from tests.ports import free_tcp_port
 
 KDNS = str(Path(sys.executable).parent / "kdns")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def executable(path: Path, text: str) -> None:
@@ -109,13 +102,13 @@ def test_the_example_corefile_runs_beside_the_demo() -> None:
 
 
 def test_demo_serves_metrics_with_the_process_collector(tmp_path: Path) -> None:
-    metrics = free_port()
+    metrics = free_tcp_port()
     corefile = tmp_path / "Corefile"
     corefile.write_text((DEMO / "Corefile").read_text()
                         .replace(".:1053", ".:53")
                         .replace("manifests .", f"manifests {DEMO}")
-                        .replace("127.0.0.1:8080", f"127.0.0.1:{free_port()}")
-                        .replace("127.0.0.1:8181", f"127.0.0.1:{free_port()}")
+                        .replace("127.0.0.1:8080", f"127.0.0.1:{free_tcp_port()}")
+                        .replace("127.0.0.1:8181", f"127.0.0.1:{free_tcp_port()}")
                         .replace("127.0.0.1:9153", f"127.0.0.1:{metrics}"))
     p = subprocess.Popen([KDNS, "serve", "--conf", str(corefile), "--dns-addr", "127.0.0.1",
                           "--dns-port", "0"], cwd=ROOT, stdout=subprocess.PIPE,

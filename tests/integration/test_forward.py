@@ -32,6 +32,7 @@ from kdns.plugins.forward.setup import ForwardConfig, UpstreamAddr
 from kdns.server.app import KdnsServer
 from kdns.server.listeners import bind_pair
 from tests.conftest import Running, start_server
+from tests.ports import free_dns_port
 
 BIG = "big.example."
 BIG_COUNT = 60  # 60 A records: ~1 kB, over 512 bytes
@@ -192,15 +193,6 @@ class FakeUpstream:
             t.join(timeout=2)
 
 
-def closed_port() -> int:
-    """A 127.0.0.1 port nothing listens on (UDP gets ICMP unreachable, TCP gets RST)."""
-    udp, tcp = bind_pair("127.0.0.1", 0)
-    port: int = udp.getsockname()[1]
-    udp.close()
-    tcp.close()
-    return port
-
-
 @pytest.fixture
 def upstream_factory() -> Iterator[Callable[..., FakeUpstream]]:
     made: list[FakeUpstream] = []
@@ -310,7 +302,7 @@ def test_client_id_and_name_case_are_restored(serve: Callable[[str], Running],
 
 @pytest.mark.skipif(shutil.which("dnsmasq") is None, reason="dnsmasq is not installed")
 def test_forwarding_to_dnsmasq(serve: Callable[[str], Running], tmp_path: Path) -> None:
-    port = closed_port()
+    port = free_dns_port()
     proc = subprocess.Popen(
         ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--pid-file=", "--no-resolv",
          "--no-hosts", f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces",
@@ -375,7 +367,7 @@ def test_policy_random_spreads(upstream_factory: Callable[..., FakeUpstream]) ->
 def test_failover_past_a_dead_upstream(serve: Callable[[str], Running],
                                        upstream_factory: Callable[..., FakeUpstream]) -> None:
     good = upstream_factory()
-    dead = closed_port()
+    dead = free_dns_port()
     r = serve(f".:53 {{\n  forward . 127.0.0.1:{dead} {good.addr} {{\n    policy sequential\n"
               "  }\n}\n")
     assert a_records(r.udp("ext.example.")) == ["192.0.2.10"]
@@ -386,7 +378,7 @@ def test_failover_past_a_dead_upstream(serve: Callable[[str], Running],
 
 
 def test_all_upstreams_dead_servfail_quickly(serve: Callable[[str], Running]) -> None:
-    r = serve(f".:53 {{\n  forward . 127.0.0.1:{closed_port()} 127.0.0.1:{closed_port()}\n}}\n")
+    r = serve(f".:53 {{\n  forward . 127.0.0.1:{free_dns_port()} 127.0.0.1:{free_dns_port()}\n}}\n")
     started = time.monotonic()
     assert r.udp("ext.example.").rcode() == dns.rcode.SERVFAIL
     assert r.tcp("ext.example.").rcode() == dns.rcode.SERVFAIL
@@ -611,7 +603,7 @@ def test_all_down_tries_a_random_one_or_fails_fast(
 
 
 def test_max_fails_zero_never_marks_down(upstream_factory: Callable[..., FakeUpstream]) -> None:
-    h = make_handler(f"127.0.0.1:{closed_port()}", max_fails=0)
+    h = make_handler(f"127.0.0.1:{free_dns_port()}", max_fails=0)
     for _ in range(3):
         assert h.serve(request(), not_forwarded).msg.header.rcode == RCODE.SERVFAIL
     assert not h.upstreams[0].down(0)

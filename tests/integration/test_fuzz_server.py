@@ -35,10 +35,10 @@ from tests.kubeadm import (
     SliceChurn,
     Upstream,
     dnsmasq_available,
-    free_udp_port,
     kubeadm_corefile,
     seed_basics,
 )
+from tests.ports import free_tcp_port
 from tests.unit.test_fuzz_wire import check_reply, datagrams, expects_silence
 
 CLIENT = ("127.0.0.1", 40000)
@@ -82,8 +82,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         upstream = Upstream(tmp).start()
         try:
             corefile = kubeadm_corefile(f"kubeconfig {api.write_kubeconfig(str(tmp / 'kc'))}",
-                                        upstream.port, ready=free_udp_port(),
-                                        prometheus=free_udp_port())
+                                        upstream.port, ready=free_tcp_port(),
+                                        prometheus=free_tcp_port())
             server = start_server(corefile, tmp)
             try:
                 churn.start()

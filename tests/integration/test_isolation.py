@@ -10,7 +10,6 @@ autopath tests do. Whether a reply came from the fast path is read from the list
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from kdns.server.app import KdnsServer
 from kdns.server.dispatch import Dispatcher
 from tests import fakeapi
 from tests.conftest import start_server
+from tests.ports import free_tcp_port
 
 Z = "cluster.local."
 A1, A2, B1, C1, OUTSIDE = "127.0.0.21", "127.0.0.25", "127.0.0.22", "127.0.0.23", "127.0.0.24"
@@ -55,12 +55,6 @@ def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
         if time.monotonic() - t0 > timeout:
             raise AssertionError(f"not true within {timeout}s")
         time.sleep(0.01)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Env:
@@ -147,7 +141,7 @@ def _env(tmp_path: Path, front: str, *, isolate: bool = True) -> Iterator[Env]:
         hosts = tmp_path / "hosts"
         hosts.write_text("192.0.2.1 www.example.com\n")
         kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"))
-        mport = _free_port()
+        mport = free_tcp_port()
         server = start_server(f"""
         .:53 {{
             errors
@@ -396,7 +390,7 @@ def test_kdns_top_errors_exit_2() -> None:
     t = threading.Thread(target=other.serve_forever, daemon=True)
     t.start()
     try:
-        closed = _free_port()
+        closed = free_tcp_port()
         cases = [
             ("ftp://127.0.0.1/metrics", "is not an http(s) URL"),
             ("127.0.0.1:9153", "is not an http(s) URL"),

@@ -6,7 +6,6 @@ kubeconfig with a bearer token, and the answers come back over UDP via dnspython
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -21,15 +20,9 @@ import pytest
 from kdns.server.app import KdnsServer
 from tests import fakeapi
 from tests.conftest import start_server
+from tests.ports import free_tcp_port
 
 KUBIA = "kubia.default.svc.cluster.local."
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _seed(api: fakeapi.FakeApiServer) -> None:
@@ -90,7 +83,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
     with fakeapi.FakeApiServer(bookmark_interval=0.2) as api:
         api.required_token = "s3cret"
         _seed(api)
-        ready_port = _free_port()
+        ready_port = free_tcp_port()
         server = start_server(_corefile(api, tmp_path, ready_port), tmp_path)
         e = Env(api, server, ready_port)
         try:
@@ -145,7 +138,7 @@ def test_ready_only_after_the_first_full_list_and_servfail_before(tmp_path: Path
         api.required_token = "s3cret"
         _seed(api)
         api.set_outage(True, mode="503")
-        ready_port = _free_port()
+        ready_port = free_tcp_port()
         server = start_server(_corefile(api, tmp_path, ready_port), tmp_path)
         e = Env(api, server, ready_port)
         try:

@@ -18,15 +18,9 @@ import pytest
 
 from tests import fakeapi
 from tests.conftest import DEMO, start_server
+from tests.ports import free_tcp_port
 
 KUBIA = "kubia.default.svc.cluster.local."
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _status(port: int, path: str) -> int:
@@ -40,7 +34,7 @@ def _status(port: int, path: str) -> int:
 
 
 def test_lameduck_not_ready_at_once_healthy_and_serving_then_stops(tmp_path: Path) -> None:
-    hport, rport = _free_port(), _free_port()
+    hport, rport = free_tcp_port(), free_tcp_port()
     server = start_server(f"""
         .:53 {{
             health 127.0.0.1:{hport} {{
@@ -116,7 +110,7 @@ def test_startup_timeout_waits_then_serves_servfail_for_the_zone(
     with fakeapi.FakeApiServer() as api:
         api.set_outage(True, mode="503")
         kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"))
-        rport = _free_port()
+        rport = free_tcp_port()
         t0 = time.monotonic()
         server = start_server(f"""
             .:53 {{
@@ -158,7 +152,7 @@ def test_ready_waits_for_the_dns_sockets_not_only_the_sync(tmp_path: Path) -> No
     from kdns.config.parser import parse_corefile
     from kdns.server.app import KdnsServer, ServeOptions
 
-    rport = _free_port()
+    rport = free_tcp_port()
     text = (f".:53 {{\n    ready 127.0.0.1:{rport}\n    kubernetes cluster.local {{\n"
             f"        manifests {DEMO}\n    }}\n}}\n")
     server = KdnsServer(parse_corefile(text, "Corefile"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kdns.server.app import KdnsServer
 from tests.conftest import DEMO, ROOT, start_server
+from tests.ports import free_tcp_port
 
 REFERENCE_COPY = ROOT / "tests" / "reference" / "coredns-metrics.md"
 """A verbatim copy of the reference's §3 (CoreDNS's metric names, from its source): CI has only
@@ -83,13 +83,6 @@ def test_the_reference_table_parses_to_the_known_names() -> None:
     assert len(fams) == 38
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[KdnsServer, KdnsServer, int]]:
     """An upstream kdns serving the demo cluster, and a kdns with the kubeadm plugin set in
@@ -104,7 +97,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[KdnsServer, KdnsServer, int]]:
             }}
         }}
         """, up_dir)
-    mport = _free_port()
+    mport = free_tcp_port()
     front = start_server(f"""
         .:53 {{
             errors

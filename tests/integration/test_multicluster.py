@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ from kdns.server.app import KdnsServer
 from tests import fakeapi
 from tests.conftest import start_server
 from tests.integration.test_served_cases import _sections
+from tests.ports import free_tcp_port
 from tests.unit import mc_cases as mc
 from tests.unit.k8s_cases import expected
 
@@ -34,13 +34,6 @@ def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"{what}: not within {timeout}s")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _serve(api: fakeapi.FakeApiServer, tmp: Path, ready_port: int) -> KdnsServer:
@@ -71,7 +64,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[fakeapi.F
             api.add("serviceimports", obj)
         for obj in mc.SLICES:
             api.add("endpointslices", obj)
-        server = _serve(api, tmp, _free_port())
+        server = _serve(api, tmp, free_tcp_port())
         port = server.listeners[0].port
         try:
             _until(lambda: _ask(port, mc.WEB).rcode() == dns.rcode.NOERROR, 10, "synced")
@@ -148,7 +141,7 @@ def test_without_the_crd_the_cluster_zone_serves_and_the_clusterset_is_empty(
         api.absent.add("serviceimports")
         api.add("namespaces", fakeapi.namespace("default"))
         api.add("services", fakeapi.service("default", "kubia", cluster_ip="10.96.0.9"))
-        ready_port = _free_port()
+        ready_port = free_tcp_port()
         server = _serve(api, tmp_path, ready_port)
         port = server.listeners[0].port
         try:

@@ -4,7 +4,6 @@ test CA and certificates made with the openssl CLI (see test_forward_tls)."""
 from __future__ import annotations
 
 import shutil
-import socket
 import ssl
 import urllib.error
 import urllib.request
@@ -14,17 +13,11 @@ import pytest
 
 from tests.conftest import start_server
 from tests.integration.test_forward_tls import pki
+from tests.ports import free_tcp_port
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 
 __all__ = ["pki"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def fetch(port: int, ctx: ssl.SSLContext) -> tuple[int, bytes]:
@@ -41,7 +34,7 @@ def client(pki: Path, *, cert: bool) -> ssl.SSLContext:
 
 
 def test_metrics_over_https_need_a_client_certificate(pki: Path, tmp_path: Path) -> None:
-    port = free_port()
+    port = free_tcp_port()
     server = start_server(f"""\
         .:53 {{
             prometheus 127.0.0.1:{port} {{
@@ -68,7 +61,7 @@ def test_metrics_over_https_need_a_client_certificate(pki: Path, tmp_path: Path)
 
 
 def test_client_auth_none(pki: Path, tmp_path: Path) -> None:
-    port = free_port()
+    port = free_tcp_port()
     server = start_server(f"""\
         .:53 {{
             prometheus 127.0.0.1:{port} {{

@@ -33,6 +33,7 @@ from kdns.plugins.setup_context import Overrides
 from kdns.server.app import KdnsServer, ServeOptions
 from tests.conftest import DEMO
 from tests.integration.test_forward import FakeUpstream
+from tests.ports import free_tcp_port
 
 KUBIA = "kubia.default.svc.cluster.local."
 KUBIA_IP = "10.98.237.175"
@@ -148,19 +149,12 @@ def nodelocal(local: str, kube_dns: str, cluster_dns: str, upstreams: str) -> st
             .replace("__PILLAR__UPSTREAM__SERVERS__", upstreams))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _loopback_http(text: str) -> str:
     """Probes and metrics on free loopback ports instead of :8080, :8181, :9153, :9253."""
     for old in ("prometheus :9153", "prometheus 127.0.0.1:9153", "prometheus :9253"):
-        text = text.replace(old, f"prometheus 127.0.0.1:{_free_port()}")
-    text = text.replace("health {", f"health 127.0.0.1:{_free_port()} {{")
-    text = text.replace("    ready\n", f"    ready 127.0.0.1:{_free_port()}\n")
+        text = text.replace(old, f"prometheus 127.0.0.1:{free_tcp_port()}")
+    text = text.replace("health {", f"health 127.0.0.1:{free_tcp_port()} {{")
+    text = text.replace("    ready\n", f"    ready 127.0.0.1:{free_tcp_port()}\n")
     return text
 
 
@@ -216,7 +210,7 @@ def test_openshift_serves_cluster_names_and_hostname_bind(tmp_path: Path,
 def test_nodelocal_serves_on_both_bound_addresses(tmp_path: Path,
                                                   upstream: FakeUpstream) -> None:
     text = _loopback_http(nodelocal("127.0.0.1", "127.0.0.2", upstream.addr, upstream.addr))
-    text = text.replace("health 127.0.0.1:8080", f"health 127.0.0.1:{_free_port()}")
+    text = text.replace("health 127.0.0.1:8080", f"health 127.0.0.1:{free_tcp_port()}")
     server = _serve(text, tmp_path)
     try:
         assert sorted({lst.host for lst in server.listeners}) == ["127.0.0.1", "127.0.0.2"]

@@ -7,7 +7,6 @@ Everything listens on 127.0.0.1; the upstream is the counting dnslib responder o
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -23,19 +22,13 @@ from dnslib import QTYPE, RR, DNSRecord
 from tests.conftest import DEMO, Running, start_server
 from tests.integration.test_cache_integration import Upstream
 from tests.integration.test_rewrite_loadbalance import POOL, POOL_YAML
+from tests.ports import free_tcp_port
 
 
 @pytest.fixture
 def upstream() -> Iterator[Upstream]:
     with Upstream() as up:
         yield up
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
@@ -97,7 +90,7 @@ class Flip:
 @pytest.mark.parametrize(("monitor", "after_loss"), [
     ("", 200), ("monitor until-ready", 200), ("monitor continuously", 503)])
 def test_ready_monitor_modes(monitor: str, after_loss: int, tmp_path: Path) -> None:
-    rport = free_port()
+    rport = free_tcp_port()
     corefile = (f".:53 {{\n    ready 127.0.0.1:{rport} {{\n        {monitor}\n    }}\n"
                 f"    kubernetes cluster.local {{\n        manifests {DEMO}\n    }}\n}}\n")
     for k in serve(corefile, tmp_path):
@@ -116,7 +109,7 @@ def test_ready_monitor_modes(monitor: str, after_loss: int, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("runtime", [False, True])
 def test_prometheus_runtime_metrics(runtime: bool, tmp_path: Path) -> None:
-    mport = free_port()
+    mport = free_tcp_port()
     opt = " {\n        runtime_metrics\n    }" if runtime else ""
     corefile = (f".:53 {{\n    prometheus 127.0.0.1:{mport}{opt}\n    hosts {{\n"
                 f"        192.0.2.1 a.example\n    }}\n}}\n")

@@ -16,6 +16,7 @@ from kdns.config.parser import parse_corefile
 from kdns.plugins.reload.setup import ReloadHandler, setup
 from kdns.plugins.setup_context import SetupContext
 from tests.conftest import DEMO, start_server
+from tests.ports import free_tcp_port
 
 KUBIA = "kubia.default.svc.cluster.local."
 
@@ -42,17 +43,8 @@ def until(check: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.05)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_reload_swaps_config_keeps_sockets_and_survives_a_broken_file(tmp_path: Path) -> None:
-    mport = _free_port()
+    mport = free_tcp_port()
     server = start_server(corefile(5, mport), tmp_path)
     path = tmp_path / "Corefile"
     try:

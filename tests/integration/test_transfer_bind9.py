@@ -41,10 +41,6 @@ HEADLESS_EVERY = 5
 targets); the others are ClusterIP Services with a named port."""
 
 
-def _free_port() -> int:
-    return free_dns_port()  # named binds UDP and TCP on the same port
-
-
 def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -152,7 +148,7 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("xfr-bind9")
-    named_port = _free_port()
+    named_port = free_dns_port()  # named binds UDP and TCP on the same port
     with fakeapi.FakeApiServer() as api:
         _cluster(api)
         kubeconfig = api.write_kubeconfig(str(tmp / "kubeconfig"))

@@ -18,6 +18,7 @@ from dnslib import CLASS, QTYPE, DNSRecord
 from kdns.config.model import ConfigError
 from kdns.config.parser import parse_corefile
 from kdns.server.app import KdnsServer, ServeOptions
+from tests.ports import free_udp_port
 
 
 @pytest.fixture(scope="module")
@@ -39,21 +40,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KdnsServer]:
         srv.stop()
 
 
-def _free_udp_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.mark.parametrize(("host", "rdtype"), [("127.0.0.1", dns.rdatatype.A),
                                               ("::1", dns.rdatatype.AAAA)])
 def test_udp_client_address_and_port(server: KdnsServer, host: str, rdtype: int) -> None:
     port = server.listeners[0].port
     seen_ports = []
     for _ in range(3):  # never a stored reply: each source port is reported as it is
-        sport = _free_udp_port(host)
+        sport = free_udp_port(host)
         q = dns.message.make_query("who.example.", "A")
         r = dns.query.udp(q, host, port=port, source=host, source_port=sport, timeout=3)
         assert not r.answer and r.flags & dns.flags.AA

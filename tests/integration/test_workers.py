@@ -26,9 +26,10 @@ import pytest
 
 from kdns.server.supervisor import default_workers
 from tests import fakeapi
-from tests.integration.test_cli import KDNS, Proc, _free_port
+from tests.integration.test_cli import KDNS, Proc
 from tests.integration.test_cli import _get as get
 from tests.integration.test_k8s_dns import _seed as seed
+from tests.ports import free_dns_port, free_tcp_port
 
 N_ASK = 40
 """Queries from fresh sockets per check: all landing on one of two workers has odds 2^-40."""
@@ -113,7 +114,7 @@ def corefile_text(api: fakeapi.FakeApiServer, tmp: Path, ready: int, metrics: in
     return f"""
 .:53 {{
     errors
-    health 127.0.0.1:{_free_port()} {{
+    health 127.0.0.1:{free_tcp_port()} {{
         lameduck 1s
     }}
     ready 127.0.0.1:{ready}
@@ -129,7 +130,7 @@ def corefile_text(api: fakeapi.FakeApiServer, tmp: Path, ready: int, metrics: in
 
 
 def launch(api: fakeapi.FakeApiServer, tmp: Path, workers: str = "2", extra: str = "") -> Instance:
-    ready, metrics = _free_port(), _free_port()
+    ready, metrics = free_tcp_port(), free_tcp_port()
     corefile = tmp / "Corefile"
     corefile.write_text(corefile_text(api, tmp, ready, metrics, extra=extra))
     proc = Proc([*KDNS, "serve", "--conf", str(corefile), "--dns-addr", "127.0.0.1",
@@ -308,7 +309,7 @@ def test_port_zero_gives_all_workers_one_port(api: fakeapi.FakeApiServer,
 def test_ctrl_c_to_the_process_group_stops_cleanly(api: fakeapi.FakeApiServer,
                                                    tmp_path: Path) -> None:
     """A terminal's Ctrl-C reaches every process of the group; the supervisor alone decides."""
-    ready, metrics = _free_port(), _free_port()
+    ready, metrics = free_tcp_port(), free_tcp_port()
     corefile = tmp_path / "Corefile"
     corefile.write_text(corefile_text(api, tmp_path, ready, metrics))
     p = subprocess.Popen([*KDNS, "serve", "--conf", str(corefile), "--dns-addr", "127.0.0.1",
@@ -342,9 +343,9 @@ def test_a_port_in_use_fails_start_up_alike(workers: str, tmp_path: Path) -> Non
         corefile.write_text((DEMO / "Corefile").read_text()
                             .replace(".:1053", f".:{port}")
                             .replace("manifests .", f"manifests {DEMO}")
-                            .replace("127.0.0.1:8080", f"127.0.0.1:{_free_port()}")
-                            .replace("127.0.0.1:8181", f"127.0.0.1:{_free_port()}")
-                            .replace("127.0.0.1:9153", f"127.0.0.1:{_free_port()}"))
+                            .replace("127.0.0.1:8080", f"127.0.0.1:{free_tcp_port()}")
+                            .replace("127.0.0.1:8181", f"127.0.0.1:{free_tcp_port()}")
+                            .replace("127.0.0.1:9153", f"127.0.0.1:{free_tcp_port()}"))
         r = subprocess.run([*KDNS, "serve", "--conf", str(corefile), "--dns-addr", "127.0.0.1",
                             "--workers", workers], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
@@ -353,7 +354,7 @@ def test_a_port_in_use_fails_start_up_alike(workers: str, tmp_path: Path) -> Non
 
 
 def test_a_forwarding_loop_stops_every_worker(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_dns_port()
     corefile = tmp_path / "Corefile"
     corefile.write_text(f".:{port} {{\n    loop\n    forward . 127.0.0.1:{port}\n}}\n")
     r = subprocess.run([*KDNS, "serve", "-c", str(corefile), "--dns-addr", "127.0.0.1",
@@ -374,7 +375,7 @@ def test_no_loop_is_no_loop_with_several_workers(tmp_path: Path) -> None:
     try:
         up_port = upstream.listeners[0].port
         corefile = tmp_path / "Corefile"
-        metrics = _free_port()
+        metrics = free_tcp_port()
         corefile.write_text(f".:53 {{\n    prometheus 127.0.0.1:{metrics}\n    loop\n"
                             f"    forward . 127.0.0.1:{up_port}\n}}\n")
         proc = Proc([*KDNS, "serve", "-c", str(corefile), "--dns-addr", "127.0.0.1",

@@ -4,7 +4,6 @@ real listener on the address a port-less argument names."""
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from kdns.plugins import registry
 from kdns.plugins.http import join_addr, split_addr
 from kdns.plugins.setup_context import SetupContext
 from kdns.server.httpd import HttpEndpoint
+from tests.ports import free_tcp_port
 
 PLUGINS = {"health": (":8080", 8080), "ready": (":8181", 8181),
            "prometheus": ("localhost:9153", 9153)}
@@ -102,9 +102,7 @@ def test_each_plugin_reports_a_bad_address_where_it_is(plugin: str, arg: str, wh
 def test_a_port_less_address_is_served_on_the_plugins_port() -> None:
     # Before one parser, setup checked "127.0.0.1" with the plugin's default port but the
     # listener parsed it again with port 80. Bind the canonical address of a free port.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        free = s.getsockname()[1]
+    free = free_tcp_port()
     handler = _setup(f"health 127.0.0.1:{free}")
     assert handler.addr == f"127.0.0.1:{free}"
     ep = HttpEndpoint(handler.addr, list(handler.routes))
