@@ -217,11 +217,11 @@ class Dispatcher:
     """Budget of this listener's reply store (``--reply-store-mb``)."""
     store: ReplyStore = field(init=False)
     _seen_once: set[int] = field(init=False, default_factory=set, repr=False)
+    """Hashes of keys denied once on the cold path and not stored (:meth:`_asked_before`)."""
     _missed: tuple[bytes, tuple[bytes, int]] | None = field(init=False, default=None, repr=False)
     """The last query the fast path missed with its :func:`~kdns.dns.wire.fast_key`, for the
     cold path to reuse when it is handed that same bytes object (a worker thread's query is
     another object: it makes its own)."""
-    """Hashes of keys denied once on the cold path and not stored (:meth:`_asked_before`)."""
     who: Callable[[str], str] | None = field(init=False, default=None)
     """Client address -> namespace scope, when a zone maps them (None: no attribution)."""
     scoped: bool = field(init=False, default=False)
