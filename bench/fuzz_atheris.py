@@ -104,10 +104,10 @@ def build_server(setting: str, stops: list[Callable[[], object]]) -> Any:
         from tests.kubeadm import (
             SliceChurn,
             Upstream,
-            free_udp_port,
             kubeadm_corefile,
             seed_basics,
         )
+        from tests.ports import free_tcp_port
 
         config_dir = Path(tempfile.mkdtemp(prefix="kdns-fuzz-kubeadm-"))
         stops.append(lambda: shutil.rmtree(config_dir, ignore_errors=True))
@@ -119,7 +119,7 @@ def build_server(setting: str, stops: list[Callable[[], object]]) -> Any:
         stops.append(upstream.stop)
         kubeconfig = api.write_kubeconfig(str(config_dir / "kubeconfig"))
         corefile = kubeadm_corefile(f"kubeconfig {kubeconfig}", upstream.port,
-                                    ready=free_udp_port(), prometheus=free_udp_port())
+                                    ready=free_tcp_port(), prometheus=free_tcp_port())
         churn.start()
         stops.append(churn.stop)
     server = KdnsServer(parse_corefile(corefile, "fuzz-Corefile"),

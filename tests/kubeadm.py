@@ -44,11 +44,6 @@ def dnsmasq_available() -> bool:
     return shutil.which("dnsmasq") is not None
 
 
-free_udp_port = free_dns_port
-"""Kept for bench/fuzz_atheris.py, which imports it from here (for HTTP ports): a port free for
-both UDP and TCP. Tests take theirs from tests/ports.py."""
-
-
 def kubeadm_corefile(source: str, upstream_port: int, *, ready: int, prometheus: int,
                      health: int | None = None, lameduck: float = 5.0, key: str = ".:53") -> str:
     """kubeadm's Corefile (cmd/kubeadm/app/phases/addons/dns/manifests.go) with ``source`` as

@@ -45,7 +45,6 @@ from kdns.plugins.base import (
     Request,
     Response,
     Transparent,
-    WireAnswer,
     WireAnswerer,
     WouldBlock,
     always_passes,
@@ -114,7 +113,8 @@ class Counters:
 class ColdPath:
     """The wire answerer of a chain (:class:`~kdns.plugins.base.WireAnswerer`), taken only
     when every plugin in front of it declares it passes the question
-    (:class:`~kdns.plugins.base.Transparent`)."""
+    (:class:`~kdns.plugins.base.Transparent`): :meth:`Dispatcher.cold` calls :attr:`answer`,
+    then asks :meth:`passes` about a reply with :attr:`few` or more Answer records."""
 
     __slots__ = ("answer", "few", "front", "plugin")
 
@@ -128,15 +128,6 @@ class ColdPath:
         self.few = min((passes_below(h) for h in asked), default=1 << 30)
         """Replies with fewer Answer records pass every plugin asked (most: one address)."""
         self.plugin = answerer.name
-
-    def __call__(self, qname_lower: str, qtype: int) -> WireAnswer | None:
-        """The answer, when every plugin in front passes it (:meth:`Dispatcher.cold` does
-        the same in line: calling an instance costs a bound method per call)."""
-        ans = self.answer(qname_lower, qtype)
-        if ans is None or (ans.answers >= self.few
-                           and not self.passes(qname_lower, qtype, ans.answers)):
-            return None
-        return ans
 
     def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
         """Every plugin in front passes a reply with ``answers`` Answer records."""

@@ -87,7 +87,7 @@ class LoadBalanceHandler:
     """One record or none: nothing to reorder (:func:`~kdns.plugins.base.passes_below`)."""
 
     def passes(self, qname_lower: str, qtype: int, answers: int) -> bool:
-        return answers < 2  # nothing to reorder
+        return answers < self.passes_below
 
     def serve(self, req: Request, nxt: Next) -> Response:
         resp = nxt(req)
